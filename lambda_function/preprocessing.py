@@ -1,0 +1,206 @@
+"""The pixels the network sees: image bytes in, Xception input out.
+
+This is the one preprocessing contract of the project. Training, conversion and the
+Lambda function all call it, so they all see the same pixels. It reproduces, in numpy
+and Pillow only, the reference pipeline the model was designed for::
+
+    img = keras.utils.load_img(path, target_size=(size, size))   # RGB, NEAREST resize
+    x = keras.applications.xception.preprocess_input(np.array(img, dtype="float32"))
+
+and is proved equal to it in ``tests/test_preprocessing_parity.py``. Where it
+deliberately differs from ``load_img`` it is because ``load_img`` gets a real photo
+wrong, and the difference is tested on its own:
+
+* EXIF orientation is applied (phone photos are often stored sideways);
+* transparency is composited onto white (``load_img`` shows whatever colour hides
+  under transparent pixels, often black);
+* 16-bit greyscale is scaled to 8 bits (``load_img`` clips it, so it turns white).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
+"""Formats we decode. MPO is the multi-picture JPEG many phone cameras write."""
+
+MAX_PIXELS = 40_000_000
+"""Largest image accepted (width x height): a 50 MP photo is refused, 40 MP is not."""
+
+MIN_TARGET_SIZE, MAX_TARGET_SIZE = 1, 2048
+WHITE = (255, 255, 255, 255)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+ImageBytes = bytes | bytearray | memoryview
+
+
+class ImageError(ValueError):
+    """An input that cannot become model input; ``code`` names the reason for callers."""
+
+    code = "invalid_image"
+
+
+class EmptyImageError(ImageError):
+    code = "empty_image"
+
+
+class UnsupportedImageError(ImageError):
+    code = "unsupported_image"
+
+
+class ImageTooLargeError(ImageError):
+    code = "image_too_large"
+
+
+class CorruptImageError(ImageError):
+    code = "corrupt_image"
+
+
+def decode_image(
+    data: ImageBytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] = ALLOWED_FORMATS,
+) -> Image.Image:
+    """Decode ``data`` into an upright RGB image (first frame of an animation)."""
+    image = _open(data, max_pixels=max_pixels, formats=formats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+        except ImageError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+            raise CorruptImageError(
+                f"Expected a complete {image.format} image; decoding {len(data)} bytes "
+                f"failed: {exc}"
+            ) from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparent pixels become white."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        image = _sixteen_bit_to_l(image)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, WHITE)
+        image = Image.alpha_composite(background, image)
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise UnsupportedImageError(
+            f"Expected an image mode convertible to RGB; received mode {image.mode!r}"
+        ) from exc
+
+
+def resize(image: Image.Image, size: int) -> Image.Image:
+    """Resize to ``size`` x ``size`` with NEAREST, exactly as ``load_img(target_size=)``."""
+    _check_target_size(size)
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.Resampling.NEAREST)
+
+
+def scale(pixels: np.ndarray) -> np.ndarray:
+    """Xception's ``preprocess_input``: map [0, 255] to [-1, 1] in float32."""
+    x = np.array(pixels, dtype=np.float32)
+    x /= np.float32(127.5)
+    x -= np.float32(1.0)
+    return x
+
+
+def load_pixels(data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode and resize ``data`` into uint8 pixels of shape ``(size, size, 3)``."""
+    _check_target_size(size)
+    image = resize(decode_image(data, max_pixels=max_pixels), size)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def preprocess(data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image bytes to model input: float32 of shape ``(1, size, size, 3)`` in [-1, 1]."""
+    return scale(load_pixels(data, size, max_pixels=max_pixels))[np.newaxis]
+
+
+def preprocess_batch(
+    images: Sequence[ImageBytes], size: int, *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Several images to one float32 batch of shape ``(N, size, size, 3)``."""
+    _check_target_size(size)
+    if not images:
+        raise ValueError("Expected at least one image. Received an empty sequence.")
+    pixels = np.stack([load_pixels(data, size, max_pixels=max_pixels) for data in images])
+    return scale(pixels)
+
+
+def _open(data: ImageBytes, *, max_pixels: int, formats: Sequence[str]) -> Image.Image:
+    """Identify ``data`` among ``formats`` and check its size, without decoding pixels."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ImageError(f"Expected image bytes. Received an object of type {type(data).__name__}")
+    if len(data) == 0:
+        raise EmptyImageError("Expected image bytes. Received an empty input (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(formats))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"Expected at most {max_pixels:,} pixels. {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnsupportedImageError(
+            f"Expected a {_format_list(formats)} image. Received {len(data)} bytes "
+            f"of {_describe(data)}"
+        ) from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"Expected at most {max_pixels:,} pixels. Received a {width}x{height} "
+            f"{image.format} image ({width * height:,} pixels)"
+        )
+    if width < 1 or height < 1:
+        raise CorruptImageError(f"Expected a non-empty image. Received {width}x{height}")
+    return image
+
+
+def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
+    """Scale 16-bit greyscale to 8 bits (Pillow's own conversion clips it to white)."""
+    values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+    scaled = ((values * 255 + 32767) // 65535).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def _describe(data: ImageBytes) -> str:
+    """Name what ``data`` is, for an error message: a format outside the list, or not."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kind = Image.open(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001 - any failure here only means "unrecognised"
+        kind = None
+    if kind:
+        return f"a {kind} image, which is not supported"
+    return f"an unrecognised format (starting {bytes(data[:8])!r})"
+
+
+def _format_list(formats: Sequence[str]) -> str:
+    names = [name for name in formats if name != "MPO"]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def _check_target_size(size: int) -> None:
+    if (
+        not isinstance(size, int)
+        or isinstance(size, bool)
+        or not (MIN_TARGET_SIZE <= size <= MAX_TARGET_SIZE)
+    ):
+        raise ValueError(
+            f"Expected a target size between {MIN_TARGET_SIZE} and {MAX_TARGET_SIZE} pixels. "
+            f"Received: size={size!r}"
+        )

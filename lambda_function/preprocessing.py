@@ -26,8 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
-"""Formats we decode. MPO is the multi-picture JPEG many phone cameras write."""
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+"""Formats we decode. Pillow's JPEG decoder also opens MPO, the multi-picture JPEG
+that many phone cameras write (it reports ``format == "MPO"``)."""
 
 MAX_PIXELS = 40_000_000
 """Largest image accepted (width x height): a 50 MP photo is refused, 40 MP is not."""
@@ -190,7 +191,7 @@ def _describe(data: ImageBytes) -> str:
 
 
 def _format_list(formats: Sequence[str]) -> str:
-    names = [name for name in formats if name != "MPO"]
+    names = list(formats)
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 

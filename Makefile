@@ -9,7 +9,7 @@ XCEPTION_WEIGHTS ?= imagenet
 DATASET_URL := https://github.com/alexeygrigorev/clothing-dataset-small
 export DATA_DIR XCEPTION_WEIGHTS
 
-.PHONY: run test lint setup data clean
+.PHONY: run test lint setup data clean bench-parity
 
 run: setup data
 	@echo "Nothing to run yet beyond set-up: training, conversion and serving land next."
@@ -33,6 +33,9 @@ data: $(DATA_DIR)/train
 
 $(DATA_DIR)/train:
 	git clone --depth 1 $(DATASET_URL) $(DATA_DIR)
+
+bench-parity: setup data
+	$(BIN)/python bench/preprocessing_parity.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,256 @@
+"""Prove that the ONNX model answers like the Keras model, on real photos.
+
+Two checks, both on every photo of the sample:
+
+* **parity**: Keras and onnxruntime on the same preprocessed batch (the reference
+  pipeline: ``keras.utils.load_img`` + ``xception.preprocess_input``);
+* **user path**: what the Lambda does, the serving package's ``preprocess`` and
+  onnxruntime one image at a time with the size read from the model's own metadata,
+  against ``model.predict`` on the reference pipeline.
+
+Each passes when max |Δ logits| <= the tolerance and the top-1 class agrees on every
+photo. Photos where serving's preprocessing deliberately corrects ``load_img`` (EXIF
+orientation, transparency, 16-bit) are listed and left out of the user-path check;
+any other difference in the pixels fails it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from convert.errors import VerificationError
+from convert.images import Photo
+from convert.to_onnx import INPUT_NAME, OUTPUT_NAME
+from lambda_function import preprocessing
+from lambda_function.model_metadata import ModelMetadata, ModelMetadataError
+
+if TYPE_CHECKING:
+    import keras
+    import onnxruntime as ort
+
+TOLERANCE = 1e-4
+BATCH_SIZE = 32
+_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How far a candidate's logits are from the reference's, photo by photo."""
+
+    n_images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float  # fraction of photos whose top-1 class is the same
+    tolerance: float
+    over_tolerance: tuple[str, ...] = ()  # photos with some |Δ logit| > tolerance
+    top1_changed: tuple[str, ...] = ()  # photos whose top-1 class differs
+
+    @property
+    def passed(self) -> bool:
+        return self.n_images > 0 and not self.over_tolerance and not self.top1_changed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of both checks, with timings in seconds."""
+
+    parity: Comparison
+    user_path: Comparison
+    preprocessing_corrected: tuple[str, ...]  # deliberately different pixels: left out
+    preprocessing_mismatch: tuple[str, ...]  # different pixels, no reason: a failure
+    timings_s: dict[str, float] = field(default_factory=dict)
+    # Kept to check variants against Keras without running it again.
+    names: tuple[str, ...] = field(default=(), repr=False)
+    inputs: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    keras_logits: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed and self.user_path.passed and not self.preprocessing_mismatch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "parity": self.parity.to_dict(),
+            "user_path": {
+                **self.user_path.to_dict(),
+                "preprocessing_corrected": list(self.preprocessing_corrected),
+                "preprocessing_mismatch": list(self.preprocessing_mismatch),
+            },
+            "timings_s": self.timings_s,
+        }
+
+
+def compare(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    names: Sequence[str],
+    tolerance: float = TOLERANCE,
+) -> Comparison:
+    """Compare two ``(N, n_classes)`` logit arrays row by row."""
+    if reference.shape != candidate.shape or reference.shape[0] != len(names):
+        raise ValueError(
+            f"Expected logits of one shape for {len(names)} photos. Received "
+            f"{reference.shape} and {candidate.shape}"
+        )
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    same_top1 = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    worst = diff.max(axis=1) if len(names) else np.zeros(0)
+    return Comparison(
+        n_images=len(names),
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+        top1_agreement=float(same_top1.mean()) if len(names) else 0.0,
+        tolerance=tolerance,
+        over_tolerance=tuple(n for n, w in zip(names, worst, strict=True) if w > tolerance),
+        top1_changed=tuple(n for n, s in zip(names, same_top1, strict=True) if not s),
+    )
+
+
+def reference_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:
+    """The reference pipeline: ``load_img`` (NEAREST) + ``xception.preprocess_input``."""
+    import keras
+
+    images = [
+        np.array(keras.utils.load_img(p.path, target_size=(size, size)), dtype="float32")
+        for p in photos
+    ]
+    return keras.applications.xception.preprocess_input(np.stack(images))
+
+
+def keras_logits(model: keras.Model, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """``model.predict`` in batches, as float32 logits."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def onnx_logits(
+    session: ort.InferenceSession, x: np.ndarray, batch_size: int = BATCH_SIZE
+) -> np.ndarray:
+    """onnxruntime on ``x`` in batches."""
+    chunks = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def open_session(path: Path) -> ort.InferenceSession:
+    """An onnxruntime CPU session, as the Lambda opens it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def session_metadata(session: ort.InferenceSession) -> ModelMetadata:
+    """The contract stored in the model, read the way the serving package reads it."""
+    return ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+
+
+def verify_model(
+    onnx_path: Path,
+    model: keras.Model,
+    photos: Sequence[Photo],
+    *,
+    names: Sequence[str] | None = None,
+    tolerance: float = TOLERANCE,
+) -> Verification:
+    """Run both checks of the ONNX model at ``onnx_path`` against ``model``."""
+    names = list(names) if names is not None else [str(p.path) for p in photos]
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    session = open_session(onnx_path)
+    try:
+        metadata = session_metadata(session)
+    except ModelMetadataError as exc:
+        raise VerificationError(f"{onnx_path}: {exc}") from exc
+    _check_signature(session, onnx_path, metadata)
+    timings["session_open"] = time.perf_counter() - clock
+
+    size = metadata.image_size
+    clock = time.perf_counter()
+    x = reference_inputs(photos, size)
+    timings["reference_preprocess"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    expected = keras_logits(model, x)
+    timings["keras_predict_per_image"] = (time.perf_counter() - clock) / len(photos)
+    clock = time.perf_counter()
+    actual = onnx_logits(session, x)
+    timings["onnx_batch_per_image"] = (time.perf_counter() - clock) / len(photos)
+    parity = compare(expected, actual, names, tolerance)
+
+    served, latencies, corrected, unexplained = _user_path(session, photos, x, names, size)
+    keep = [i for i, n in enumerate(names) if n not in corrected]
+    user = compare(expected[keep], served[keep], [names[i] for i in keep], tolerance)
+    timings["onnx_batch1_median"] = float(np.median(latencies))
+    return Verification(
+        parity,
+        user,
+        preprocessing_corrected=tuple(corrected),
+        preprocessing_mismatch=tuple(unexplained),
+        timings_s=timings,
+        names=tuple(names),
+        inputs=x,
+        keras_logits=expected,
+    )
+
+
+def _user_path(
+    session: ort.InferenceSession,
+    photos: Sequence[Photo],
+    reference: np.ndarray,
+    names: Sequence[str],
+    size: int,
+) -> tuple[np.ndarray, list[float], list[str], list[str]]:
+    """Serving's preprocessing and one onnxruntime call per photo.
+
+    Returns the logits, the latencies, and the photos whose pixels differ from the
+    reference pipeline's: deliberately corrected ones, and unexplained ones.
+    """
+    logits, latencies, corrected, unexplained = [], [], [], []
+    for photo, ref, name in zip(photos, reference, names, strict=True):
+        x = preprocessing.preprocess(photo.path.read_bytes(), size)
+        if not np.array_equal(x[0], ref):
+            (corrected if _deliberately_corrected(photo.path) else unexplained).append(name)
+        clock = time.perf_counter()
+        logits.append(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][0])
+        latencies.append(time.perf_counter() - clock)
+    return np.stack(logits).astype(np.float32), latencies, corrected, unexplained
+
+
+def _deliberately_corrected(path: Path) -> bool:
+    """Whether serving's preprocessing corrects ``load_img`` on this file on purpose."""
+    with Image.open(path) as image:
+        rotated = image.getexif().get(_ORIENTATION, 1) not in (0, 1)
+        transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            "transparency" in image.info
+        )
+        sixteen_bit = image.mode.startswith("I")
+    return rotated or transparent or sixteen_bit
+
+
+def _check_signature(session: ort.InferenceSession, path: Path, metadata: ModelMetadata) -> None:
+    """The graph's input and output must be the ones the metadata and serving expect."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    size = metadata.image_size
+    if [i.name for i in inputs] != [INPUT_NAME] or list(inputs[0].shape[1:]) != [size, size, 3]:
+        raise VerificationError(
+            f"{path}: expected one input {INPUT_NAME!r} of shape (batch, {size}, {size}, 3). "
+            f"Received {[(i.name, i.shape) for i in inputs]}"
+        )
+    if [o.name for o in outputs] != [OUTPUT_NAME] or outputs[0].shape[1] != len(metadata.labels):
+        raise VerificationError(
+            f"{path}: expected one output {OUTPUT_NAME!r} of shape (batch, "
+            f"{len(metadata.labels)}). Received {[(o.name, o.shape) for o in outputs]}"
+        )

@@ -1,0 +1,116 @@
+"""The dataset reader: layout, labels, cached pixels, and errors that name the bad file."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lambda_function import preprocessing
+from training import data
+from training.evaluate import classification_metrics
+
+CLASSES = ("dress", "hat", "pants")
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, data_dir: Path) -> Path:
+    """Two real images per class and split, copied from DATA_DIR."""
+    return copy_subset(data_dir, tmp_path / "ds", CLASSES, per_class=2)
+
+
+def copy_subset(source: Path, target: Path, classes, per_class: int) -> Path:
+    for split in data.SPLITS:
+        for label in classes:
+            (target / split / label).mkdir(parents=True)
+            for image in sorted((source / split / label).iterdir())[:per_class]:
+                shutil.copy(image, target / split / label / image.name)
+    return target
+
+
+def test_labels_are_sorted_class_folders_and_targets_follow_them(tiny: Path) -> None:
+    ds = data.scan(tiny)
+    assert ds.labels == CLASSES
+    for split in data.SPLITS:
+        assert len(ds[split]) == 6
+        assert ds[split].targets.tolist() == [0, 0, 1, 1, 2, 2]
+        folders = [p.parent.name for p in ds[split].files]
+        assert folders == ["dress", "dress", "hat", "hat", "pants", "pants"]
+
+
+def test_pixels_are_the_serving_contracts_and_are_cached_on_disk(tiny: Path, tmp_path) -> None:
+    ds = data.scan(tiny)
+    cache = tmp_path / "cache"
+    pixels = data.load_pixels(ds, "validation", 71, cache)
+    assert pixels.dtype == np.uint8 and pixels.shape == (6, 71, 71, 3)
+    expected = preprocessing.load_pixels(ds["validation"].files[3].read_bytes(), 71)
+    np.testing.assert_array_equal(pixels[3], expected)
+    cached = list(cache.glob("pixels-71-*-validation.npy"))
+    assert len(cached) == 1
+    data.clear_memory_cache()
+    np.testing.assert_array_equal(np.load(cached[0]), pixels)
+    np.testing.assert_array_equal(data.load_pixels(ds, "validation", 71, cache), pixels)
+
+
+def test_fingerprint_changes_when_an_image_changes(tiny: Path) -> None:
+    before = data.scan(tiny).fingerprint
+    image = next((tiny / "train" / "hat").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert data.scan(tiny).fingerprint != before
+
+
+def test_missing_split_names_the_folder(tiny: Path) -> None:
+    shutil.rmtree(tiny / "test")
+    with pytest.raises(data.DatasetError, match=re.escape(str(tiny / "test"))):
+        data.scan(tiny)
+
+
+def test_empty_class_folder_names_the_folder(tiny: Path) -> None:
+    for image in (tiny / "validation" / "hat").iterdir():
+        image.unlink()
+    with pytest.raises(
+        data.DatasetError, match=re.escape(f"{tiny / 'validation' / 'hat'}. It is empty")
+    ):
+        data.scan(tiny)
+
+
+def test_class_folders_must_match_across_splits(tiny: Path) -> None:
+    shutil.rmtree(tiny / "test" / "pants")
+    with pytest.raises(data.DatasetError, match="Received: \\['dress', 'hat'\\]"):
+        data.scan(tiny)
+
+
+def test_unreadable_image_names_the_file_and_the_reason(tiny: Path) -> None:
+    bad = tiny / "train" / "dress" / "broken.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    ds = data.scan(tiny)
+    with pytest.raises(data.DatasetError, match=rf"{re.escape(str(bad))}.*unsupported_image"):
+        data.load_pixels(ds, "train", 71)
+
+
+def test_truncated_image_names_the_file(tiny: Path) -> None:
+    source = next((tiny / "train" / "hat").iterdir())
+    bad = tiny / "train" / "hat" / "truncated.jpg"
+    bad.write_bytes(source.read_bytes()[:2000])
+    ds = data.scan(tiny)
+    with pytest.raises(data.DatasetError, match=rf"{re.escape(str(bad))}.*corrupt_image"):
+        data.load_pixels(ds, "train", 71)
+
+
+def test_missing_dataset_folder(tmp_path: Path) -> None:
+    with pytest.raises(data.DatasetError, match=r"Missing: .*nowhere"):
+        data.scan(tmp_path / "nowhere")
+
+
+def test_classification_metrics_on_a_known_confusion() -> None:
+    targets = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 1, 0])
+    metrics = classification_metrics(targets, predicted, ("a", "b", "c"))
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert metrics["per_class"]["a"] == {"precision": 2 / 3, "recall": 2 / 3, "support": 3}
+    assert metrics["per_class"]["b"] == {"precision": 2 / 3, "recall": 1.0, "support": 2}
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "support": 1}

@@ -1,0 +1,279 @@
+"""``python -m training``: train, tune and evaluate the Xception clothing classifier."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.augment import ALL, COURSE, Augmentation
+from training.config import RunConfig
+
+DESCRIPTION = """\
+Transfer learning on the clothing dataset: a frozen ImageNet Xception base and a small
+dense top, the best epoch (by validation accuracy) kept as a complete Keras .h5 model
+plus manifest.json. Without augmentation the top trains on pooled base features that are
+computed once (progress bar) and cached under --cache-dir: the "fast path". With
+augmentation every epoch runs the images through the base (slow on a CPU).
+
+commands:
+  train     train one configuration (default: the shipped 299 px model), evaluate the
+            best checkpoint on the test split and record it as best_run in the manifest
+  tune      sweep learning rate, inner size, dropout and augmentation (in that order,
+            each stage keeping the best of the ones before), write a results table
+            (markdown, CSV, JSON) and learning-curve PNGs
+  evaluate  score a manifest run's checkpoint on a split (default: best_run on test)
+
+Run `python -m training COMMAND --help` for each command's options.
+"""
+
+TRAIN_DEFAULTS = """\
+Defaults: 299 px, Adam lr 0.001, inner Dense(100) + Dropout(0.2), 20 epochs on the fast
+path, then test metrics. On 2 CPU cores the first run spends ~4-9 min extracting features
+(cached for later runs); training the top then takes seconds.
+"""
+
+TUNE_RULE = """\
+Choosing the best: highest best-epoch validation accuracy; ties -> fewer trainable
+parameters, then earlier best epoch, then earlier in the sweep. Each stage keeps the
+best value of the stages before it.
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Parsed command line."""
+
+    command: str
+    data_dir: Path
+    weights: str | None
+    output_dir: Path
+    cache_dir: Path | None
+    run: RunConfig
+    verbose: int
+    mixed_precision: bool
+    evaluate: bool = True
+    run_name: str | None = None
+    split: str = "test"
+    stages: tuple[str, ...] = ()
+    learning_rates: tuple[float, ...] = ()
+    inner_sizes: tuple[int, ...] = ()
+    droprates: tuple[float, ...] = ()
+    aug_epochs: int | None = None
+    sweep_augmentation: Augmentation = COURSE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = to_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    from training import commands  # TensorFlow loads here, not for --help
+
+    try:
+        return commands.run(options)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser(
+        "train",
+        help="train one configuration, evaluate it on test, record it",
+        description=TRAIN_DEFAULTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(train, "artifacts/training")
+    _model(train, image_size=299)
+    train.add_argument(
+        "--no-evaluate", action="store_true", help="skip the test-split evaluation after training"
+    )
+    tune = sub.add_parser(
+        "tune",
+        help="sweep learning rate, inner size, dropout, augmentation",
+        description=TUNE_RULE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(tune, "artifacts/tuning")
+    _model(tune, image_size=150)
+    tune.add_argument(
+        "--stages",
+        default="lr,inner,dropout,aug",
+        help="comma-separated stages, run in this order (default: %(default)s)",
+    )
+    tune.add_argument("--learning-rates", default="0.0001,0.001,0.01,0.1", help="lr stage values")
+    tune.add_argument("--inner-sizes", default="10,100,1000", help="inner stage values")
+    tune.add_argument("--droprates", default="0.0,0.2,0.5,0.8", help="dropout stage values")
+    tune.add_argument(
+        "--aug-epochs",
+        type=int,
+        default=None,
+        help="epochs of the augmented run of the aug stage (default: --epochs); it is the "
+        "slow one. Its augmentation is --augment (default for tune: course)",
+    )
+    evaluate = sub.add_parser("evaluate", help="score a manifest run on a split")
+    _common(evaluate, "artifacts/training")
+    evaluate.add_argument("--run", default=None, help="run name (default: the manifest's best_run)")
+    evaluate.add_argument(
+        "--split", default="test", choices=("train", "validation", "test"), help="default: test"
+    )
+    return parser
+
+
+def _common(p: argparse.ArgumentParser, output_dir: str) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DATA_DIR", "data/clothing-dataset-small")),
+        help="dataset root with train/, validation/, test/, one folder per class "
+        "(default: $DATA_DIR or data/clothing-dataset-small)",
+    )
+    p.add_argument(
+        "--weights",
+        default=os.environ.get("XCEPTION_WEIGHTS", "imagenet"),
+        help="base weights: 'imagenet' (Keras download), a .weights.h5 path (include_top="
+        "False), or 'none' for random weights (tests) (default: $XCEPTION_WEIGHTS or imagenet)",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(output_dir),
+        help="where runs/, manifest.json and plots go (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("artifacts/cache"),
+        help="decoded pixels and base features, reused across runs (default: %(default)s)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="keep nothing on disk between runs")
+    p.add_argument("--seed", type=int, default=1, help="seed for weights init and shuffling")
+    p.add_argument(
+        "--verbose",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="Keras progress: 0 silent, 1 bar, 2 one line per epoch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="mixed_float16 compute (for GPUs; logits stay float32). Several GPUs are used "
+        "through MirroredStrategy automatically",
+    )
+
+
+def _model(p: argparse.ArgumentParser, image_size: int) -> None:
+    g = p.add_argument_group("model and training")
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=image_size,
+        help="input size in px, >= 71 (default: %(default)s)",
+    )
+    g.add_argument("--learning-rate", type=float, default=1e-3, help="Adam (default: %(default)s)")
+    g.add_argument(
+        "--size-inner", type=int, default=100, help="inner Dense width, 0 = none (default: 100)"
+    )
+    g.add_argument("--droprate", type=float, default=0.2, help="dropout after it (default: 0.2)")
+    g.add_argument("--epochs", type=int, default=20, help="epochs (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="(default: 0)")
+    g.add_argument("--l2", type=float, default=0.0, help="L2 on the dense kernels (default: 0)")
+    g.add_argument("--name", default="", help="run name (default: made from the settings)")
+    a = p.add_argument_group(
+        "augmentation (train split only; turns the fast path off)",
+        "--augment picks a preset; the switches below override its values",
+    )
+    a.add_argument(
+        "--augment",
+        choices=("none", "course", "all"),
+        default=None,
+        help=f"none; course: {COURSE.describe()}; all: {ALL.describe()} "
+        "(default: none for train, course for the aug stage of tune)",
+    )
+    a.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flip")
+    a.add_argument("--rotation", type=float, help="max rotation, fraction of a turn (0.05 = 18°)")
+    a.add_argument("--shift", type=float, help="max width/height shift, fraction of the size")
+    a.add_argument("--shear", type=float, help="max shear intensity")
+    a.add_argument("--zoom", type=float, help="max zoom in/out, fraction of the size")
+    a.add_argument("--patch", type=float, help="probability of a random black patch")
+
+
+def to_options(args: argparse.Namespace) -> Options:
+    """Validate and freeze the parsed arguments."""
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    common = {
+        "command": args.command,
+        "data_dir": args.data_dir,
+        "weights": weights,
+        "output_dir": args.output_dir,
+        "cache_dir": None if args.no_cache else args.cache_dir,
+        "verbose": args.verbose,
+        "mixed_precision": args.mixed_precision,
+    }
+    if args.command == "evaluate":
+        return Options(run=RunConfig(seed=args.seed), run_name=args.run, split=args.split, **common)
+    augmentation = _augmentation(args, default="none")
+    run = RunConfig(
+        image_size=args.image_size,
+        learning_rate=args.learning_rate,
+        size_inner=args.size_inner,
+        droprate=args.droprate,
+        epochs=_positive("epochs", args.epochs),
+        batch_size=_positive("batch-size", args.batch_size),
+        label_smoothing=args.label_smoothing,
+        l2=args.l2,
+        augmentation=augmentation,
+        seed=args.seed,
+        name=args.name,
+    )
+    if args.command == "train":
+        return Options(run=run, evaluate=not args.no_evaluate, **common)
+    return Options(
+        run=run.with_(augmentation=Augmentation()),  # the aug stage alone augments
+        sweep_augmentation=augmentation if augmentation.enabled else COURSE,
+        stages=_split(args.stages, str),
+        learning_rates=_split(args.learning_rates, float),
+        inner_sizes=_split(args.inner_sizes, int),
+        droprates=_split(args.droprates, float),
+        aug_epochs=args.aug_epochs,
+        **common,
+    )
+
+
+def _augmentation(args: argparse.Namespace, default: str) -> Augmentation:
+    preset = {"none": Augmentation(), "course": COURSE, "all": ALL}[args.augment or default]
+    overrides = {
+        name: getattr(args, name)
+        for name in ("flip", "rotation", "shift", "shear", "zoom", "patch")
+        if getattr(args, name) is not None
+    }
+    return Augmentation(**{**preset.__dict__, **overrides})
+
+
+def _split(text: str, kind):
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        expected = f"Expected comma-separated {kind.__name__} values"
+        raise ValueError(f"{expected}. Received: {text!r}") from exc
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise ValueError(f"Expected --{name} >= 1. Received: {value}")
+    return value

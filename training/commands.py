@@ -1,0 +1,130 @@
+"""What each ``python -m training`` command does, given parsed :class:`~training.cli.Options`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from training import data, manifest, plots
+from training.cli import Options
+from training.evaluate import evaluate_checkpoint
+from training.train import RunResult, Workspace, train_run
+from training.tune import RULE, SweepPlan, sweep, write_table
+
+
+def run(options: Options) -> int:
+    """Dispatch to the command; returns the exit code."""
+    ws = workspace(options)
+    command = {"train": train, "tune": tune, "evaluate": evaluate}[options.command]
+    return command(ws, options)
+
+
+def workspace(options: Options) -> Workspace:
+    """Dataset checked, device strategy chosen (GPUs when TensorFlow sees them)."""
+    dataset = data.scan(options.data_dir)
+    gpus = tf.config.list_physical_devices("GPU")
+    if options.mixed_precision:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    print(
+        f"dataset {dataset.root}: {', '.join(f'{s} {len(dataset[s])}' for s in data.SPLITS)} "
+        f"images, {len(dataset.labels)} classes; devices: {len(gpus)} GPU(s)"
+        + (", mixed precision" if options.mixed_precision else ""),
+        flush=True,
+    )
+    return Workspace(
+        dataset=dataset,
+        weights=options.weights,
+        output_dir=options.output_dir,
+        cache_dir=options.cache_dir,
+        strategy=strategy,
+        verbose=options.verbose,
+    )
+
+
+def train(ws: Workspace, options: Options) -> int:
+    start = time.perf_counter()
+    result = train_run(ws, options.run)
+    _record(ws, [result], result.name)
+    print(
+        f"best epoch {result.best_epoch}: val_accuracy {result.best_val_accuracy:.4f} "
+        f"-> {result.checkpoint}",
+        flush=True,
+    )
+    if options.evaluate:
+        metrics = _evaluate(ws, result.name, result)
+        print(f"test accuracy {metrics['accuracy']:.4f} ({metrics['n_images']} images)")
+    print(f"manifest: {ws.output_dir / manifest.NAME} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def tune(ws: Workspace, options: Options) -> int:
+    plan = SweepPlan(
+        learning_rates=options.learning_rates,
+        inner_sizes=options.inner_sizes,
+        droprates=options.droprates,
+        augmentation=options.sweep_augmentation,
+        aug_epochs=options.aug_epochs,
+        stages=options.stages,
+    )
+    rows, best = sweep(ws, options.run, plan)
+    unique = list({row.result.name: row.result for row in rows}.values())
+    _record(ws, unique, best.name, selection_rule=RULE)
+    paths = write_table(rows, best, ws.output_dir)
+    print(paths["md"].read_text())
+    print(f"best: {best.name} (val_accuracy {best.best_val_accuracy:.4f}); table: {paths['md']}")
+    return 0
+
+
+def evaluate(ws: Workspace, options: Options) -> int:
+    record = _find_run(ws.output_dir, options.run_name)
+    metrics = _evaluate(ws, record["name"], None, split=options.split)
+    print(f"{options.split} accuracy {metrics['accuracy']:.4f} ({metrics['n_images']} images)")
+    return 0
+
+
+def _record(ws: Workspace, results: list[RunResult], best_run: str, **extra) -> None:
+    for result in results:
+        plots.learning_curves(
+            {result.name: result.history},
+            result.checkpoint.parent / "learning_curve.png",
+            f"{result.name}: train (dashed) vs validation (solid)",
+        )
+    entries = [manifest.run_entry(r, ws.output_dir, ws.labels, ws.fingerprint()) for r in results]
+    manifest.record(ws.output_dir, entries, best_run, **extra)
+
+
+def _evaluate(
+    ws: Workspace, run_name: str, result: RunResult | None, split: str = "test", **extra
+) -> dict:
+    """Score the run's checkpoint file on ``split`` and store the numbers in the manifest."""
+    record = _find_run(ws.output_dir, run_name)
+    size = record["config"]["image_size"]
+    checkpoint = ws.output_dir / record["best_checkpoint"]
+    plot = checkpoint.parent / f"confusion_{split}.png"
+    metrics, logits = evaluate_checkpoint(ws, checkpoint, size, split, plot)
+    if result is not None and result.top is not None:
+        # The fast path's own prediction (top on cached features) vs the saved .h5.
+        fast = np.asarray(result.top.predict(ws.features(split, size), verbose=0))
+        metrics["fast_path_agreement"] = {
+            "max_abs_logit_diff": float(np.abs(fast - logits).max()),
+            "same_prediction": float((fast.argmax(1) == logits.argmax(1)).mean()),
+        }
+    metrics.update(extra)
+    if split == "test":
+        manifest.set_test(ws.output_dir, run_name, metrics)
+    return metrics
+
+
+def _find_run(root: Path, name: str | None) -> dict:
+    if name is None:
+        return manifest.best(root)
+    for record in manifest.load(root).get("runs", []):
+        if record["name"] == name:
+            return record
+    raise FileNotFoundError(f"Expected a run named {name!r} in {root / manifest.NAME}")

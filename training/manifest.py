@@ -1,0 +1,95 @@
+"""``manifest.json``: the record of every run and which one to ship (``best_run``).
+
+Paths inside are relative to the manifest's folder, so the folder can move.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from training.train import RunResult
+
+NAME = "manifest.json"
+
+
+def run_entry(result: RunResult, root: Path, labels, fingerprint: dict) -> dict:
+    """The manifest record of one run."""
+    return {
+        "name": result.name,
+        "config": result.config.to_dict(),
+        "labels": list(labels),
+        "best_checkpoint": result.checkpoint.relative_to(root).as_posix(),
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "history": result.history,
+        "fingerprint": fingerprint,
+        "train_seconds": round(result.seconds, 2),
+        "trainable_params": result.trainable_params,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+
+
+def load(root: Path) -> dict:
+    path = root / NAME
+    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
+
+
+def save(root: Path, manifest: dict) -> Path:
+    """Write atomically (a reader never sees half a file)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def record(root: Path, entries: list[dict], best_run: str, **extra) -> Path:
+    """Add (or replace, by name) ``entries`` and name ``best_run`` as the one to ship."""
+    manifest = load(root)
+    names = {entry["name"] for entry in entries}
+    manifest["runs"] = [r for r in manifest.get("runs", []) if r["name"] not in names] + entries
+    manifest["best_run"] = best_run
+    manifest.update(extra)
+    return save(root, manifest)
+
+
+def set_test(root: Path, run_name: str, metrics: dict) -> Path:
+    """Store test metrics on a run."""
+    manifest = load(root)
+    for run in manifest["runs"]:
+        if run["name"] == run_name:
+            run["test"] = metrics
+            return save(root, manifest)
+    raise KeyError(f"Expected run {run_name!r} in {root / NAME}. Found: {_names(manifest)}")
+
+
+def best(root: Path) -> dict:
+    """The ``best_run`` entry of the manifest in ``root``."""
+    manifest = load(root)
+    for run in manifest.get("runs", []):
+        if run["name"] == manifest.get("best_run"):
+            return run
+    raise FileNotFoundError(
+        f"Expected a manifest with a best_run at {root / NAME} (written by `python -m training "
+        f"train`). Found runs: {_names(manifest)}"
+    )
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def _names(manifest: dict) -> list[str]:
+    return [r["name"] for r in manifest.get("runs", [])]

@@ -1,0 +1,165 @@
+"""The network: a frozen ImageNet Xception base and a small dense top that we train.
+
+The top's layers are built once and shared by two functional models: ``top`` (pooled
+2048-d features in, logits out: what the fast path trains) and the full model (image in,
+logits out: what is checkpointed and converted). Training one trains the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+MIN_IMAGE_SIZE = 71
+N_FEATURES = 2048  # Xception's pooled output width
+
+
+@dataclass(frozen=True)
+class Network:
+    """The full model and the top it shares layers with."""
+
+    model: keras.Model  # (N, size, size, 3) scaled pixels -> (N, n_classes) logits
+    top: keras.Model  # (N, 2048) pooled features -> the same logits
+    base: keras.Model  # Xception without its top, frozen
+
+
+def make_model(
+    image_size: int = 150,
+    learning_rate: float = 1e-3,
+    size_inner: int = 100,
+    droprate: float = 0.2,
+    weights: str | Path | None = "imagenet",
+    n_classes: int = 10,
+    *,
+    label_smoothing: float = 0.0,
+    l2: float = 0.0,
+) -> keras.Model:
+    """A compiled full model: frozen Xception, global average pooling, dense top, logits.
+
+    Args:
+        image_size: input height and width in pixels (>= 71); 150 to explore, 299 to ship.
+        learning_rate: Adam's learning rate.
+        size_inner: width of the inner ``Dense(relu)`` layer; 0 leaves it out.
+        droprate: dropout after the inner layer (0 <= droprate < 1).
+        weights: ``"imagenet"`` (download), the path of a ``.weights.h5`` file of the
+            base without its top, or ``None`` (random, for tests).
+        n_classes: number of classes (outputs are logits, one per class).
+        label_smoothing: label smoothing of the categorical cross-entropy.
+        l2: L2 penalty on the dense layers' kernels.
+    """
+    network = make_network(
+        image_size, size_inner, droprate, weights, n_classes, l2=l2, name="xception_v1"
+    )
+    compile_model(network.model, learning_rate, label_smoothing=label_smoothing)
+    return network.model
+
+
+def make_network(
+    image_size: int = 150,
+    size_inner: int = 100,
+    droprate: float = 0.2,
+    weights: str | Path | None = "imagenet",
+    n_classes: int = 10,
+    *,
+    l2: float = 0.0,
+    base: keras.Model | None = None,
+    name: str = "xception_v1",
+) -> Network:
+    """Build (uncompiled) the full model and the feature-level top sharing its layers.
+
+    ``base`` reuses an already built (frozen) base instead of building one from ``weights``.
+    """
+    base = base if base is not None else make_base(image_size, weights)
+    head = _head_layers(size_inner, droprate, n_classes, l2)
+    features = keras.Input((N_FEATURES,), name="features")
+    top = keras.Model(features, _apply(head, features), name="top")
+    inputs = keras.Input((image_size, image_size, 3), name="input")
+    pooled = layers.GlobalAveragePooling2D(name="pooling")(base(inputs, training=False))
+    model = keras.Model(inputs, _apply(head, pooled), name=name)
+    return Network(model=model, top=top, base=base)
+
+
+def make_base(image_size: int, weights: str | Path | None = "imagenet") -> keras.Model:
+    """Xception without its top, frozen (``trainable=False``)."""
+    _check_image_size(image_size)
+    base = keras.applications.Xception(
+        weights=_check_weights(weights),
+        include_top=False,
+        input_shape=(image_size, image_size, 3),
+    )
+    base.trainable = False
+    return base
+
+
+def make_feature_extractor(base: keras.Model) -> keras.Model:
+    """Scaled pixels to pooled 2048-d features: exactly the full model below its top."""
+    inputs = keras.Input(base.input_shape[1:], name="input")
+    pooled = layers.GlobalAveragePooling2D(name="pooling")(base(inputs, training=False))
+    return keras.Model(inputs, pooled, name="features")
+
+
+def compile_model(
+    model: keras.Model, learning_rate: float = 1e-3, *, label_smoothing: float = 0.0
+) -> None:
+    """Adam, categorical cross-entropy on logits, accuracy."""
+    if not learning_rate > 0:
+        raise ValueError(f"Expected a learning rate > 0. Received: learning_rate={learning_rate}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        ),
+        metrics=["accuracy"],
+    )
+
+
+def _head_layers(size_inner: int, droprate: float, n_classes: int, l2: float) -> list:
+    if size_inner < 0:
+        raise ValueError(f"Expected size_inner >= 0 (0: no inner layer). Received: {size_inner}")
+    if not 0 <= droprate < 1:
+        raise ValueError(f"Expected 0 <= droprate < 1. Received: droprate={droprate}")
+    if n_classes < 2:
+        raise ValueError(f"Expected at least 2 classes. Received: n_classes={n_classes}")
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    head = []
+    if size_inner:
+        head.append(
+            layers.Dense(
+                size_inner, activation="relu", kernel_regularizer=regularizer, name="inner"
+            )
+        )
+        head.append(layers.Dropout(droprate, name="dropout"))
+    # float32 logits even under a mixed-precision policy (numerically safe softmax/loss).
+    head.append(
+        layers.Dense(n_classes, kernel_regularizer=regularizer, dtype="float32", name="logits")
+    )
+    return head
+
+
+def _apply(head: list, x):
+    for layer in head:
+        x = layer(x)
+    return x
+
+
+def _check_image_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"Expected image size >= {MIN_IMAGE_SIZE} (Xception's smallest input). "
+            f"Received: image_size={image_size!r}"
+        )
+
+
+def _check_weights(weights: str | Path | None) -> str | None:
+    if weights is None or weights == "imagenet":
+        return weights
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(
+            "Expected weights='imagenet', None or the path of an Xception .weights.h5 file "
+            f"(include_top=False). Received: {str(weights)!r}, which does not exist"
+        )
+    return str(path)

@@ -9,7 +9,13 @@ XCEPTION_WEIGHTS ?= imagenet
 DATASET_URL := https://github.com/alexeygrigorev/clothing-dataset-small
 export DATA_DIR XCEPTION_WEIGHTS
 
-.PHONY: run test lint setup data clean bench-parity
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_BIN := $(DEPLOY_VENV)/bin
+# One photo of a few classes from the test split: what `make classify` shows by default.
+SAMPLES ?= $(foreach c,pants shoes dress t-shirt,$(firstword $(sort $(wildcard $(DATA_DIR)/test/$(c)/*.jpg))))
+IMAGES ?= $(SAMPLES)
+
+.PHONY: run test lint lint-deploy classify bench-serve setup setup-deploy data clean bench-parity
 
 run: setup data
 	@echo "Nothing to run yet beyond set-up: training, conversion and serving land next."
@@ -17,9 +23,23 @@ run: setup data
 test: setup data lint
 	$(BIN)/python -m pytest
 
-lint: setup
+lint: setup lint-deploy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The deployment linters live in their own venv: aws-sam-cli pins boto3 apart from `dev`.
+lint-deploy: setup-deploy
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(DEPLOY_BIN)/sam validate --lint
+	$(DEPLOY_BIN)/cfn-lint template.yaml
+	$(DEPLOY_BIN)/hadolint Dockerfile
+
+# Classify photos through the Lambda handler (IMAGES: files or URLs), printing its JSON.
+classify: setup
+	$(BIN)/python -m lambda_function $(IMAGES)
+
+# Cold start and warm latency of the serving path at 299; figures in artifacts/bench/.
+bench-serve: setup
+	$(BIN)/python bench/serve_latency.py
 
 setup: $(VENV)/.installed
 
@@ -27,6 +47,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --editable ".[dev]"
+	touch $@
+
+setup-deploy: $(DEPLOY_VENV)/.installed
+
+$(DEPLOY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_BIN)/pip install --quiet --upgrade pip
+	$(DEPLOY_BIN)/pip install --quiet $$($(PYTHON) -c "import tomllib; \
+	  print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['deploy-lint']))")
 	touch $@
 
 data: $(DATA_DIR)/train

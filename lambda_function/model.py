@@ -1,0 +1,132 @@
+"""The ONNX model: one onnxruntime session, described by the metadata it carries."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from lambda_function.errors import ModelUnavailableError
+from lambda_function.model_metadata import ModelMetadata, ModelMetadataError
+
+MISSING_MODEL_HINT = (
+    "Build one with `make run` (train, then convert) or `python -m convert`, "
+    "or point MODEL_PATH (or MODEL_S3_URI) at a model.onnx."
+)
+
+
+class Classifier:
+    """Probabilities for batches of preprocessed images; labels and size from the metadata."""
+
+    def __init__(self, session: Any, metadata: ModelMetadata) -> None:
+        self.session = session
+        self.metadata = metadata
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def load(
+        cls, path: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1
+    ) -> Classifier:
+        """Open ``path``, refusing a model whose metadata or shapes do not fit the service."""
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise ModelUnavailableError(f"No model at {path}. {MISSING_MODEL_HINT}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning threads burn CPU a Lambda does not have to spare between requests.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        except ModelMetadataError as exc:
+            raise ModelUnavailableError(f"{path} cannot be served: {exc}") from exc
+        except Exception as exc:
+            raise ModelUnavailableError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        _check_signature(session, metadata, path)
+        return cls(session, metadata)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities, shape ``(N, labels)``, for a ``(N, S, S, 3)`` float32 batch."""
+        (logits,) = self.session.run([self.metadata.output], {self.input_name: batch})
+        return softmax(np.asarray(logits, dtype=np.float64))
+
+    def warm_up(self) -> None:
+        """One inference on a blank image, so the first request does not pay for it."""
+        size = self.metadata.image_size
+        self.predict(np.zeros((1, size, size, 3), dtype=np.float32))
+
+    def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
+        """One image's answer in the API contract's shape."""
+        labels = self.metadata.labels
+        best = int(np.argmax(probabilities))
+        scores = zip(labels, probabilities.tolist(), strict=True)
+        return {
+            "category": labels[best],
+            "probability": round(float(probabilities[best]), 6),
+            "scores": {label: round(p, 6) for label, p in scores},
+            "model": {
+                "version": self.metadata.version or "unknown",
+                "image_size": self.metadata.image_size,
+            },
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _check_signature(session: Any, metadata: ModelMetadata, path: Path) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    size = metadata.image_size
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 4 or not _fits(shape[1:], [size, size, 3]):
+        raise ModelUnavailableError(
+            f"{path}: expected one NHWC input of shape (N, {size}, {size}, 3). "
+            f"Received: {[(i.name, i.shape) for i in inputs]}"
+        )
+    by_name = {output.name: output for output in outputs}
+    output = by_name.get(metadata.output)
+    if output is None or not _fits(list(output.shape)[-1:], [len(metadata.labels)]):
+        raise ModelUnavailableError(
+            f"{path}: expected an output {metadata.output!r} of {len(metadata.labels)} logits. "
+            f"Received: {[(o.name, o.shape) for o in outputs]}"
+        )
+
+
+def _fits(dims: list[Any], expected: list[int]) -> bool:
+    """Static dims must match; symbolic (named or unknown) dims are accepted."""
+    return len(dims) == len(expected) and all(
+        not isinstance(d, int) or d == e for d, e in zip(dims, expected, strict=True)
+    )
+
+
+def download_model(uri: str, directory: Path | None = None) -> Path:
+    """Download ``s3://bucket/key`` once per execution environment (into ``/tmp``)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        raise ModelUnavailableError(f"Expected MODEL_S3_URI as s3://bucket/key. Received: {uri!r}")
+    directory = directory or Path(tempfile.gettempdir())
+    target = directory / f"model-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.onnx"
+    if target.is_file():
+        return target
+    import boto3
+
+    partial = target.with_suffix(f".{os.getpid()}.part")
+    try:
+        boto3.client("s3").download_file(parts.netloc, parts.path.lstrip("/"), str(partial))
+    except Exception as exc:
+        partial.unlink(missing_ok=True)
+        raise ModelUnavailableError(f"Could not download {uri}: {exc}") from exc
+    partial.replace(target)
+    return target

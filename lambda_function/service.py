@@ -1,0 +1,85 @@
+"""Requests to answers: fetch or take the bytes, preprocess, classify."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lambda_function.config import Config
+from lambda_function.errors import PayloadTooLargeError, ServiceError, to_service_error
+from lambda_function.events import Item, Request
+from lambda_function.fetch import FetchPolicy, fetch
+from lambda_function.model import Classifier, download_model
+from lambda_function.preprocessing import preprocess
+
+FETCH_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class Service:
+    """Everything built once per container: settings, fetch policy and the model."""
+
+    config: Config
+    classifier: Classifier
+    policy: FetchPolicy
+
+    @classmethod
+    def from_config(cls, config: Config) -> Service:
+        """Load the model (downloading it first if it lives in S3) and warm it up."""
+        path = download_model(config.model_s3_uri) if config.model_s3_uri else config.model_path
+        classifier = Classifier.load(
+            path,
+            intra_op_threads=config.intra_op_threads,
+            inter_op_threads=config.inter_op_threads,
+        )
+        classifier.warm_up()
+        return cls(config, classifier, FetchPolicy.from_config(config))
+
+    def deadline(self, remaining_s: float) -> float:
+        """When fetching must be over, given the time left to the invocation."""
+        budget = min(self.config.fetch_timeout_s, remaining_s - self.config.reserve_s)
+        return time.monotonic() + budget
+
+    def answer(self, request: Request, deadline: float) -> dict[str, Any]:
+        """A single answer, or ``{"results": [...]}`` where each item succeeds or fails alone."""
+        inputs = self._inputs(request.items, deadline)
+        if not request.batch:
+            if isinstance(inputs[0], ServiceError):
+                raise inputs[0]
+            return self.classifier.describe(self.classifier.predict(inputs[0])[0])
+        good = [x for x in inputs if not isinstance(x, ServiceError)]
+        probabilities = iter(self.classifier.predict(np.concatenate(good)) if good else [])
+        results = []
+        for item, x in zip(request.items, inputs, strict=True):
+            if isinstance(x, ServiceError):
+                results.append({"url": item.url, **_item_error(x)})
+            else:
+                results.append({"url": item.url, **self.classifier.describe(next(probabilities))})
+        return {"results": results}
+
+    def _inputs(self, items: tuple[Item, ...], deadline: float) -> list[np.ndarray | ServiceError]:
+        if len(items) == 1:
+            return [self._input(items[0], deadline)]
+        with ThreadPoolExecutor(max_workers=min(len(items), FETCH_WORKERS)) as pool:
+            return list(pool.map(lambda item: self._input(item, deadline), items))
+
+    def _input(self, item: Item, deadline: float) -> np.ndarray | ServiceError:
+        """One item's model input, or the error that answers it."""
+        try:
+            data = fetch(item.url, self.policy, deadline) if item.url else item.data or b""
+            if len(data) > self.config.max_image_bytes:
+                raise PayloadTooLargeError(
+                    f"Expected an image of at most {self.config.max_image_bytes:,} bytes."
+                )
+            size = self.classifier.metadata.image_size
+            return preprocess(data, size, max_pixels=self.config.max_pixels)
+        except Exception as exc:  # noqa: BLE001 - each item fails on its own; mapped here
+            return to_service_error(exc)
+
+
+def _item_error(error: ServiceError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message}, "status": error.status}

@@ -1,0 +1,143 @@
+"""The container's path without Docker: the real runtime client, and nothing of TensorFlow.
+
+``python -m awslambdaric lambda_function.lambda_handler`` is what the base image runs
+for ``CMD ["lambda_function.lambda_handler"]``. Here it talks to a stand-in for the
+Lambda Runtime API on loopback, which hands it events and records its answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lambda_testing import GREEN, LABELS, b64, build_model, image_bytes, load_event
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "/2018-06-01/runtime"
+
+
+class RuntimeApi(ThreadingHTTPServer):
+    """Hands out ``events`` one by one on ``/invocation/next``; collects what comes back."""
+
+    daemon_threads = True
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        super().__init__(("127.0.0.1", 0), _RuntimeHandler)
+        self.pending: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        for number, event in enumerate(events):
+            self.pending.put((f"request-{number}", event))
+        self.posted: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+
+
+class _RuntimeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RuntimeApi
+
+    def do_GET(self) -> None:
+        if self.path != f"{PREFIX}/invocation/next":
+            self._answer(404, b"{}")
+            return
+        request_id, event = self.server.pending.get()  # blocks once the events run out
+        self._answer(
+            200,
+            json.dumps(event).encode(),
+            {
+                "Lambda-Runtime-Aws-Request-Id": request_id,
+                "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 30_000),
+                "Lambda-Runtime-Invoked-Function-Arn": (
+                    "arn:aws:lambda:us-east-1:123456789012:function:fashion-classifier"
+                ),
+            },
+        )
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        kind = self.path.removeprefix(PREFIX).strip("/")
+        self.server.posted.put((kind, json.loads(body or b"{}")))
+        self._answer(202, b'{"status": "OK"}')
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
+
+
+def test_the_runtime_client_runs_the_handler_like_the_container(tiny_model: Path) -> None:
+    events = [{"image": b64(image_bytes(GREEN))}, load_event("http-api-upload.json")]
+    api = RuntimeApi(events)
+    threading.Thread(target=api.serve_forever, args=(0.05,), daemon=True).start()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
+        "MODEL_PATH": str(tiny_model),
+        "PYTHONPATH": str(REPO),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "awslambdaric", "lambda_function.lambda_handler"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        answers = [api.posted.get(timeout=60) for _ in events]
+    finally:
+        process.kill()
+        output = process.communicate()[0].decode(errors="replace")
+        api.shutdown()
+        api.server_close()
+    (kind_direct, direct), (kind_api, via_api) = answers
+    assert kind_direct == "invocation/request-0/response", output
+    assert direct["category"] == LABELS[1]
+    assert set(direct["scores"]) == set(LABELS)
+    assert kind_api == "invocation/request-1/response", output
+    assert via_api["statusCode"] == 200
+    assert json.loads(via_api["body"])["model"]["image_size"] == 32
+
+
+def test_the_serving_package_imports_nothing_from_tensorflow(tiny_model: Path) -> None:
+    """Import every serving module and answer a request, in a fresh interpreter."""
+    script = """
+import base64, io, json, sys
+from PIL import Image
+import lambda_function
+import lambda_function.cli, lambda_function.config, lambda_function.errors
+import lambda_function.events, lambda_function.fetch, lambda_function.model
+import lambda_function.handler, lambda_function.preprocessing, lambda_function.service
+buffer = io.BytesIO()
+Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, "JPEG")
+event = {"image": base64.b64encode(buffer.getvalue()).decode()}
+answer = lambda_function.lambda_handler(event, None)
+assert "category" in answer, answer
+heavy = ("tensorflow", "keras", "tf2onnx", "onnx", "training", "convert", "jax", "torch")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+"""
+    env = {**os.environ, "MODEL_PATH": str(tiny_model), "PYTHONPATH": str(REPO)}
+    env.pop("AWS_LAMBDA_RUNTIME_API", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

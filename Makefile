@@ -41,6 +41,16 @@ classify: setup
 bench-serve: setup
 	$(BIN)/python bench/serve_latency.py
 
+.PHONY: convert bench-convert
+# The best run of artifacts/training -> artifacts/model/model.onnx, verified against Keras on
+# every validation photo (+ report.json). CONVERT_FLAGS="--optimize --int8" adds the variants.
+convert: setup data
+	$(BIN)/python -m convert artifacts/training -o artifacts/model/model.onnx $(CONVERT_FLAGS)
+
+# Convert the real model; parity, sizes, accuracy and latency per variant in artifacts/bench/.
+bench-convert: setup data
+	$(BIN)/python bench/convert_real.py
+
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from convert.errors import VerificationError
+from convert.errors import ConvertError, VerificationError
 from convert.images import Photo
 from convert.to_onnx import INPUT_NAME, OUTPUT_NAME
 from lambda_function import preprocessing
@@ -121,10 +121,13 @@ def reference_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:
     """The reference pipeline: ``load_img`` (NEAREST) + ``xception.preprocess_input``."""
     import keras
 
-    images = [
-        np.array(keras.utils.load_img(p.path, target_size=(size, size)), dtype="float32")
-        for p in photos
-    ]
+    images = []
+    for photo in photos:
+        try:
+            image = keras.utils.load_img(photo.path, target_size=(size, size))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ConvertError(f"{photo.path}: not a readable image ({exc})") from exc
+        images.append(np.array(image, dtype="float32"))
     return keras.applications.xception.preprocess_input(np.stack(images))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from convert.images import Photo
 from convert.to_onnx import INPUT_NAME, OUTPUT_NAME
-from convert.verify import open_session
+from convert.verify import open_session, progress
 from lambda_function import preprocessing
 
 POOLED = "validation+test"
@@ -47,7 +47,12 @@ def load_eval_sets(splits: Mapping[str, Sequence[Photo]], image_size: int) -> di
 
 def load_pixels(photos: Sequence[Photo], image_size: int) -> np.ndarray:
     """uint8 pixels of ``photos`` as the Lambda decodes and resizes them."""
-    return np.stack([preprocessing.load_pixels(p.path.read_bytes(), image_size) for p in photos])
+    return np.stack(
+        [
+            preprocessing.load_pixels(p.path.read_bytes(), image_size)
+            for p in progress(photos, "decoding")
+        ]
+    )
 
 
 def served_logits(session: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:

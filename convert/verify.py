@@ -17,13 +17,14 @@ any other difference in the pixels fails it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from convert.errors import ConvertError, VerificationError
 from convert.images import Photo
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import keras
     import onnxruntime as ort
 
+T = TypeVar("T")
 TOLERANCE = 1e-4
 BATCH_SIZE = 32
 _ORIENTATION = 0x0112
@@ -122,7 +124,7 @@ def reference_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:
     import keras
 
     images = []
-    for photo in photos:
+    for photo in progress(photos, "Keras inputs"):
         try:
             image = keras.utils.load_img(photo.path, target_size=(size, size))
         except (OSError, ValueError, SyntaxError) as exc:
@@ -222,7 +224,8 @@ def _user_path(
     reference pipeline's: deliberately corrected ones, and unexplained ones.
     """
     logits, latencies, corrected, unexplained = [], [], [], []
-    for photo, ref, name in zip(photos, reference, names, strict=True):
+    pairs = zip(photos, reference, names, strict=True)
+    for photo, ref, name in progress(pairs, "serving path", total=len(photos)):
         x = preprocessing.preprocess(photo.path.read_bytes(), size)
         if not np.array_equal(x[0], ref):
             (corrected if _deliberately_corrected(photo.path) else unexplained).append(name)
@@ -230,6 +233,13 @@ def _user_path(
         logits.append(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][0])
         latencies.append(time.perf_counter() - clock)
     return np.stack(logits).astype(np.float32), latencies, corrected, unexplained
+
+
+def progress(items: Iterable[T], label: str, total: int | None = None) -> Iterable[T]:
+    """A progress bar on a terminal, nothing in a log file."""
+    return tqdm(
+        items, desc=f"convert: {label}", unit="photo", total=total, disable=None, leave=False
+    )
 
 
 def _deliberately_corrected(path: Path) -> bool:

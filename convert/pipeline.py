@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convert.checkpoint import Checkpoint, find_checkpoint
 from convert.errors import ConvertError, VerificationError
@@ -34,6 +34,10 @@ from convert.verify import (
     open_session,
     verify_model,
 )
+from lambda_function.model_metadata import ModelMetadataError
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -80,31 +84,11 @@ def run(options: Options) -> dict[str, Any]:
     model, checkpoint = load_checked_model(checkpoint)
     load_s = time.perf_counter() - clock
     photos = _verification_photos(options, checkpoint)
-    _log(
-        f"converting {checkpoint.path} (image size {checkpoint.image_size}, opset {options.opset})"
-    )
+    _log(f"converting {checkpoint.path} (size {checkpoint.image_size}, opset {options.opset})")
     clock = time.perf_counter()
-    proto = keras_to_onnx(model, checkpoint.image_size, options.opset)
-    attach_metadata(proto, make_metadata(checkpoint, options.opset))
-    convert_s = time.perf_counter() - clock
-    report = _base_report(options, checkpoint, load_s, convert_s)
-
-    with _staged(options.output) as staged:
-        import onnx
-
-        onnx.save(proto, str(staged))
-        _log(f"verifying on {len(photos)} photos (Keras vs onnxruntime, and the serving path)")
-        names = [_display(p.path, options.data_dir) for p in photos]
-        verification = verify_model(staged, model, photos, names=names, tolerance=options.tolerance)
-        report["verification"] = verification.to_dict()
-        report["sizes_bytes"]["onnx"] = staged.stat().st_size
-        if not verification.passed:
-            report["passed"] = False
-            report["wall_s"] = time.perf_counter() - started
-            _write_report(options.report_path, report)
-            raise VerificationError(_failure_message(verification.to_dict(), options))
-        staged.replace(options.output)
-
+    proto = _convert(model, checkpoint, options.opset)
+    report = _base_report(options, checkpoint, load_s, time.perf_counter() - clock)
+    verification = _verify_and_place(proto, model, photos, options, report)
     report["variants"] = _variants(options, checkpoint, verification)
     report["passed"] = all(v.get("accepted", True) for v in report["variants"].values())
     report["wall_s"] = time.perf_counter() - started
@@ -116,6 +100,42 @@ def run(options: Options) -> dict[str, Any]:
             f"{options.output} itself passed and is in place"
         )
     return report
+
+
+def _convert(model: Any, checkpoint: Checkpoint, opset: int) -> onnx.ModelProto:
+    """The ONNX graph with the checkpoint's contract in its metadata."""
+    try:
+        metadata = make_metadata(checkpoint, opset)
+    except ModelMetadataError as exc:
+        raise ConvertError(f"{checkpoint.manifest or checkpoint.path}: {exc}") from exc
+    proto = keras_to_onnx(model, checkpoint.image_size, opset)
+    attach_metadata(proto, metadata)
+    return proto
+
+
+def _verify_and_place(
+    proto: onnx.ModelProto,
+    model: Any,
+    photos: list[Photo],
+    options: Options,
+    report: dict[str, Any],
+) -> Verification:
+    """Write ``proto`` beside the output, verify it, and rename it into place if it passed."""
+    import onnx
+
+    with _staged(options.output) as staged:
+        onnx.save(proto, str(staged))
+        _log(f"verifying on {len(photos)} photos (Keras vs onnxruntime, and the serving path)")
+        names = [_display(p.path, options.data_dir) for p in photos]
+        verification = verify_model(staged, model, photos, names=names, tolerance=options.tolerance)
+        report["verification"] = verification.to_dict()
+        report["sizes_bytes"]["onnx"] = staged.stat().st_size
+        if not verification.passed:
+            report["passed"] = False
+            _write_report(options.report_path, report)
+            raise VerificationError(_failure_message(verification.to_dict(), options))
+        staged.replace(options.output)
+    return verification
 
 
 def _variants(

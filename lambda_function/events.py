@@ -50,6 +50,11 @@ def parse(event: Any, source: str, *, max_bytes: int, max_batch: int) -> Request
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     body = event.get("body")
+    if body is not None and not isinstance(body, str):
+        raise BadRequestError(
+            f"Expected the event's body as a string. Received: {type(body).__name__}",
+            code="bad_request",
+        )
     if not body:
         raise BadRequestError(
             'Expected a request body: JSON such as {"url": "https://..."}, or image bytes.',

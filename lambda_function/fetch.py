@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from lambda_function.config import Config
 from lambda_function.errors import (
@@ -50,6 +50,7 @@ MAX_URL_LENGTH = 2048
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "fashion-classifier/0.1 (+image fetcher)"
 _CHUNK = 64 * 1024
+_PATH_SAFE = "/%:@!$&'()*+,;=?~-._"  # what may stay as is; anything else (non-ASCII) is quoted
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
@@ -137,7 +138,7 @@ def fetch_http(url: str, policy: FetchPolicy, deadline: float) -> bytes:
     for hop in range(policy.max_redirects + 1):
         try:
             target = _Target.parse(current, policy)
-            address = _resolve_checked(target, policy, deadline)
+            addresses = _resolve_checked(target, policy, deadline)
         except BadRequestError as exc:
             if hop == 0:
                 raise
@@ -145,8 +146,12 @@ def fetch_http(url: str, policy: FetchPolicy, deadline: float) -> bytes:
                 f"{url} redirected to a refused location: {exc.message}",
                 code="redirect_not_allowed",
             ) from exc
-        result = _get(target, address, policy, deadline)
+        result = _get(target, addresses, policy, deadline)
         if isinstance(result, bytes):
+            if not result:
+                raise UnprocessableError(
+                    f"{target.host} sent an empty body.", code="empty_response"
+                )
             return result
         current = urljoin(current, result)
     raise UnprocessableError(
@@ -195,7 +200,9 @@ class _Target:
         port = port or (443 if scheme == "https" else 80)
         if port not in policy.allowed_ports and not policy.allow_loopback:
             raise _port_refused(port, policy)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        path = quote(parts.path or "/", safe=_PATH_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_PATH_SAFE)
         return cls(url=url, https=scheme == "https", host=host, port=port, path=path)
 
 
@@ -213,8 +220,8 @@ def _port_refused(port: int, policy: FetchPolicy) -> BadRequestError:
     return BadRequestError(f"Expected port {allowed}. Received: {port}", code="url_not_allowed")
 
 
-def _resolve_checked(target: _Target, policy: FetchPolicy, deadline: float) -> str:
-    """Resolve once; refuse unless every address is allowed; return the one to connect to."""
+def _resolve_checked(target: _Target, policy: FetchPolicy, deadline: float) -> list[str]:
+    """Resolve once; refuse unless every address is allowed; the addresses to try, in order."""
     timeout = min(policy.connect_timeout_s, _remaining(deadline))
     try:
         addresses = _call_with_timeout(policy.resolver, timeout, target.host, target.port)
@@ -235,7 +242,7 @@ def _resolve_checked(target: _Target, policy: FetchPolicy, deadline: float) -> s
         ipaddress.ip_address(address).is_loopback for address in addresses
     ):
         raise _port_refused(target.port, policy)
-    return addresses[0]
+    return list(dict.fromkeys(addresses))
 
 
 def _call_with_timeout(function: Callable[..., Any], timeout: float, *args: Any) -> Any:
@@ -292,9 +299,11 @@ class _Watchdog:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _get(target: _Target, address: str, policy: FetchPolicy, deadline: float) -> bytes | str:
-    """One GET to ``address``: the body, or the ``Location`` of a redirect."""
-    connection = _connection(target, address, policy, deadline)
+def _get(
+    target: _Target, addresses: list[str], policy: FetchPolicy, deadline: float
+) -> bytes | str:
+    """One GET from the checked ``addresses``: the body, or the ``Location`` of a redirect."""
+    connection = _connection(target, addresses, policy, deadline)
     with _Watchdog(deadline) as watchdog:
         watchdog.connection = connection
         try:
@@ -330,9 +339,9 @@ _REQUEST_HEADERS = {
 
 
 def _connection(
-    target: _Target, address: str, policy: FetchPolicy, deadline: float
+    target: _Target, addresses: list[str], policy: FetchPolicy, deadline: float
 ) -> http.client.HTTPConnection:
-    """A connection to ``target.host`` whose socket goes to the checked ``address``."""
+    """A connection to ``target.host`` whose socket goes to one of the checked ``addresses``."""
     timeout = min(policy.connect_timeout_s, _remaining(deadline))
     connection: http.client.HTTPConnection
     if target.https:
@@ -346,7 +355,7 @@ def _connection(
     def create_connection(
         _host_port: object, timeout: float | None = None, source_address: Any = None
     ) -> socket.socket:
-        sock = socket.create_connection((address, target.port), timeout, source_address)
+        sock = _connect_first(addresses, target.port, policy, deadline, source_address)
         peer = sock.getpeername()[0]
         if not policy.allows_address(peer):
             sock.close()
@@ -355,6 +364,20 @@ def _connection(
 
     connection._create_connection = create_connection  # type: ignore[attr-defined]
     return connection
+
+
+def _connect_first(
+    addresses: list[str], port: int, policy: FetchPolicy, deadline: float, source: Any
+) -> socket.socket:
+    """The first of ``addresses`` that accepts (an IPv6 one may have no route from here)."""
+    error: OSError = OSError("no address")
+    for address in addresses:
+        timeout = min(policy.connect_timeout_s, _remaining(deadline))
+        try:
+            return socket.create_connection((address, port), timeout, source)
+        except OSError as exc:  # the last error (a timeout: 504) speaks for all
+            error = exc
+    raise error
 
 
 @functools.cache
@@ -396,6 +419,12 @@ def _read_response(
         raise UnprocessableError(
             f"Expected an unencoded body (we asked for identity). Received Content-Encoding "
             f"{encoding!r}.",
+            code="content_encoding",
+        )
+    framing = (response.getheader("Transfer-Encoding") or "identity").strip().lower()
+    if framing not in ("identity", "chunked"):
+        raise UnprocessableError(
+            f"Expected a chunked or plain body. Received Transfer-Encoding {framing!r}.",
             code="content_encoding",
         )
     declared = _declared_length(target, response, policy)

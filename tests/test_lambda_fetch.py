@@ -422,3 +422,27 @@ def test_the_resolver_gives_up_at_the_deadline() -> None:
     finally:
         release.set()
     assert error.status == 504
+
+
+def test_non_ascii_paths_are_percent_encoded() -> None:
+    with serving({"/%C3%A9t%C3%A9.jpg?q=%C3%A9": send(JPEG)}) as server:
+        assert fetch(server.url("/été.jpg?q=é"), policy(), soon()) == JPEG
+
+
+def test_an_empty_body_is_unprocessable() -> None:
+    with serving({"/empty": send(b"")}) as server:
+        error = refused(server.url("/empty"), policy())
+    assert (error.status, error.code) == (422, "empty_response")
+
+
+def test_a_compressed_transfer_encoding_is_refused() -> None:
+    with serving({"/te": send(gzip.compress(JPEG), Transfer_Encoding="gzip")}) as server:
+        error = refused(server.url("/te"), policy())
+    assert (error.status, error.code) == (422, "content_encoding")
+
+
+def test_the_next_checked_address_is_tried_when_one_does_not_answer() -> None:
+    with serving({"/a.jpg": send(JPEG)}) as server:
+        port = server.server_address[1]
+        both = policy(resolver=lambda h, p: ["127.0.0.2", "127.0.0.1"])
+        assert fetch(f"http://images.test:{port}/a.jpg", both, soon()) == JPEG

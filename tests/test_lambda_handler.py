@@ -243,6 +243,12 @@ def test_api_gateway_bodies_that_cannot_be_read(
     assert_error(body_of(response), code)
 
 
+def test_an_api_event_whose_body_is_not_a_string_is_a_400(configure) -> None:
+    event = load_event("http-api-url.json")
+    event["body"] = {"url": "https://example.com/a.jpg"}
+    assert_error(body_of(invoke(event)), "bad_request")
+
+
 def test_too_many_pixels_is_a_413(configure) -> None:
     configure(MAX_PIXELS=1000)
     assert invoke({"image": b64(image_bytes(size=(64, 48)))})["status"] == 413

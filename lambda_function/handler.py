@@ -27,10 +27,24 @@ logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 @functools.cache
 def get_service() -> Service:
     """The one :class:`Service` of this process, from the environment (not cached on error)."""
+    started = time.monotonic()
     config = Config.from_env()
     if config.allow_loopback_for_tests:
         logger.warning("%s=1: the fetcher may reach loopback. Tests only.", TEST_ONLY_LOOPBACK)
-    return Service.from_config(config)
+    service = Service.from_config(config)
+    metadata = service.classifier.metadata
+    logger.info(
+        json.dumps(
+            {
+                "model_loaded": metadata.version or "unknown",
+                "image_size": metadata.image_size,
+                "labels": len(metadata.labels),
+                "threads": config.intra_op_threads,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    )
+    return service
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:

@@ -85,8 +85,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_runtime_client_runs_the_handler_like_the_container(tiny_model: Path) -> None:
+    """The model loads at init, before the first event; then events are answered."""
     events = [{"image": b64(image_bytes(GREEN))}, load_event("http-api-upload.json")]
-    api = RuntimeApi(events)
+    api = RuntimeApi([])  # no event until the model is loaded: it must load at init
     threading.Thread(target=api.serve_forever, args=(0.05,), daemon=True).start()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
@@ -100,14 +101,29 @@ def test_the_runtime_client_runs_the_handler_like_the_container(tiny_model: Path
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
+    lines: list[str] = []
+    loaded = threading.Event()
+
+    def read_output() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if '"model_loaded"' in line:
+                loaded.set()
+
+    threading.Thread(target=read_output, daemon=True).start()
     try:
+        assert loaded.wait(60), "".join(lines)
+        for number, event in enumerate(events):
+            api.pending.put((f"request-{number}", event))
         answers = [api.posted.get(timeout=60) for _ in events]
     finally:
         process.kill()
-        output = process.communicate()[0].decode(errors="replace")
+        process.wait()
         api.shutdown()
         api.server_close()
+    output = "".join(lines)
     (kind_direct, direct), (kind_api, via_api) = answers
     assert kind_direct == "invocation/request-0/response", output
     assert direct["category"] == LABELS[1]

@@ -63,9 +63,9 @@ def parse(event: Any, source: str, *, max_bytes: int, max_batch: int) -> Request
     if event.get("isBase64Encoded"):
         raw = _b64decode(body, "the body", max_bytes=max_bytes)
     else:
-        raw = body.encode("utf-8")
+        raw = _capped(body.encode("utf-8"), max_bytes)
     if content_type.startswith("image/") or content_type in RAW_TYPES:
-        return Request((Item(data=_capped(raw, max_bytes)),))
+        return Request((Item(data=raw),))
     if content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise UnsupportedImageError(
             f"Expected Content-Type application/json or image/*. Received: {content_type!r}",
@@ -129,11 +129,12 @@ def _b64decode(text: Any, what: str, *, max_bytes: int) -> bytes:
     if len(compact) // 4 * 3 > max_bytes + 2:
         raise PayloadTooLargeError(f"Expected an image of at most {max_bytes:,} bytes.")
     try:
-        return base64.b64decode(compact, validate=True)
+        data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadRequestError(
             f"Expected {what} as standard base64. {exc}", code="invalid_base64"
         ) from exc
+    return _capped(data, max_bytes)
 
 
 def _capped(data: bytes, max_bytes: int) -> bytes:

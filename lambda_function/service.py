@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lambda_function.config import Config
-from lambda_function.errors import PayloadTooLargeError, ServiceError, to_service_error
+from lambda_function.errors import ServiceError, to_service_error
 from lambda_function.events import Item, Request
 from lambda_function.fetch import FetchPolicy, fetch
 from lambda_function.model import Classifier, download_model
@@ -70,11 +70,8 @@ class Service:
     def _input(self, item: Item, deadline: float) -> np.ndarray | ServiceError:
         """One item's model input, or the error that answers it."""
         try:
+            # Both are already within the byte cap: the fetcher and the event parser check it.
             data = fetch(item.url, self.policy, deadline) if item.url else item.data or b""
-            if len(data) > self.config.max_image_bytes:
-                raise PayloadTooLargeError(
-                    f"Expected an image of at most {self.config.max_image_bytes:,} bytes."
-                )
             size = self.classifier.metadata.image_size
             return preprocess(data, size, max_pixels=self.config.max_pixels)
         except Exception as exc:  # noqa: BLE001 - each item fails on its own; mapped here

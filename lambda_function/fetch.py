@@ -208,6 +208,8 @@ class _Target:
 
 def _ascii_host(host: str) -> str:
     if ":" in host:  # an IPv6 literal (urlsplit took its brackets off)
+        if "%" in host:
+            raise BadRequestError("IPv6 zone identifiers are refused.", code="invalid_url")
         return host
     try:
         return host.encode("idna").decode("ascii")

@@ -74,6 +74,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
         "http://example.com/a\r\nX-Injected: 1",
         "not a url",
         "http://[::1/",
+        "http://[fe80::1%25lo]/a.jpg",
     ],
 )
 def test_malformed_or_unsupported_urls_are_bad_requests(url: str) -> None:
@@ -93,8 +94,8 @@ def test_ports_other_than_80_and_443_are_refused_before_any_lookup() -> None:
     "host",
     [
         "127.0.0.1", "localhost", "2130706433", "0x7f000001", "0177.0.0.1", "127.1",
-        "0x7f.1", "0.0.0.0", "[::1]", "[::]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]",
-        "[0:0:0:0:0:ffff:7f00:1]",
+        "0x7f.1", "0.0.0.0", "0", "127.000.000.001", "LOCALHOST", "[::1]", "[::]",
+        "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:7f00:1]",
     ],
 )  # fmt: skip
 def test_loopback_in_any_spelling_is_refused_and_never_connected(host: str) -> None:
@@ -344,7 +345,7 @@ def tls_server(tls_files: tuple[Path, Path]):  # type: ignore[no-untyped-def]
     server_context.load_cert_chain(cert, key)
     names: list[str | None] = []
     server_context.sni_callback = lambda sock, name, ctx: names.append(name)
-    with serving({"/a.jpg": send(JPEG)}) as server:
+    with serving({"/a.jpg": send(JPEG), "/drip": _drip(headers_first=True)}) as server:
         server.socket = server_context.wrap_socket(server.socket, server_side=True)
         server.sni_names = names  # type: ignore[attr-defined]
         yield server
@@ -365,6 +366,16 @@ def test_https_with_an_untrusted_or_mismatched_certificate_is_refused(tls_server
     trusting = ssl.create_default_context(cafile=str(tls_files[0]))
     mismatched = policy(ssl_context=trusting)
     assert refused(f"https://127.0.0.1:{port}/a.jpg", mismatched).code == "tls_failed"
+
+
+def test_a_dripping_tls_server_is_cut_off_at_the_deadline(tls_server, tls_files):  # type: ignore[no-untyped-def]
+    trusting = ssl.create_default_context(cafile=str(tls_files[0]))
+    tls = policy(resolver=lambda h, p: ["127.0.0.1"], ssl_context=trusting)
+    url = f"https://images.test:{tls_server.server_address[1]}/drip"
+    started = time.monotonic()
+    error = refused(url, tls, time.monotonic() + 1.0)
+    assert time.monotonic() - started < 2.0
+    assert error.code == "upstream_timeout"
 
 
 @pytest.fixture

@@ -254,6 +254,28 @@ def test_too_many_pixels_is_a_413(configure) -> None:
     assert invoke({"image": b64(image_bytes(size=(64, 48)))})["status"] == 413
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb's shape)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    return bytes(data)
+
+
+def test_a_decompression_bomb_is_a_413_before_decoding(configure) -> None:
+    answer = invoke({"image": b64(_png_claiming(60_000, 60_000))})
+    assert (answer["status"], answer["error"]["code"]) == (413, "image_too_large")
+
+
 def test_too_many_bytes_is_a_413_for_uploads_and_urls(configure, images) -> None:
     configure(MAX_IMAGE_BYTES=100)
     upload = invoke({"image": b64(image_bytes())})

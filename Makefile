@@ -15,10 +15,19 @@ DEPLOY_BIN := $(DEPLOY_VENV)/bin
 SAMPLES ?= $(foreach c,pants shoes dress t-shirt,$(firstword $(sort $(wildcard $(DATA_DIR)/test/$(c)/*.jpg))))
 IMAGES ?= $(SAMPLES)
 
-.PHONY: run test lint lint-deploy classify bench-serve setup setup-deploy data clean bench-parity
+.PHONY: run train bench-train test lint lint-deploy classify bench-serve setup setup-deploy data clean bench-parity
 
 run: setup data
 	@echo "Nothing to run yet beyond set-up: training, conversion and serving land next."
+
+# Train the shipped model (299 px; TRAIN_ARGS adds options, see `python -m training train
+# --help`): best .h5 + manifest.json in artifacts/training/, features cached in artifacts/cache/.
+train: setup data
+	$(BIN)/python -m training train $(TRAIN_ARGS)
+
+# The training benchmark: 150 px sweep, an augmented run, the final 299 px model (~20 min).
+bench-train: setup data
+	$(BIN)/python bench/train_bench.py
 
 test: setup data lint
 	$(BIN)/python -m pytest

@@ -257,3 +257,38 @@ def test_cli_reports_a_bad_dataset_without_a_traceback(tmp_path: Path, capsys) -
     (tmp_path / "train").mkdir()
     assert main(["train", "--data-dir", str(tmp_path), "--weights", "none"]) == 2
     assert "error: Expected at least two class folders in" in capsys.readouterr().err
+
+
+def test_fine_tuning_trains_the_top_blocks_only_and_the_h5_predicts_what_it_measured(
+    real_run,
+) -> None:
+    from training.finetune import fine_tune_run
+    from training.model import make_base
+    from training.train import load_checkpoint
+
+    ws, head = real_run
+    cfg = head.config.with_(fine_tune_from="block13", fine_tune_epochs=2)
+    tuned = fine_tune_run(ws, cfg, head)
+    assert tuned.name.endswith("_ft13")
+    model = load_checkpoint(tuned.checkpoint)
+    full = model.predict(preprocessing.scale(ws.pixels("validation", SIZE)), verbose=0)
+    measured = tuned.fast_predict("validation")
+    np.testing.assert_allclose(full, measured, atol=0.01)  # the cache is float16
+    assert (full.argmax(1) == measured.argmax(1)).all()
+    original = make_base(SIZE, ws.weights)
+    base = model.get_layer("xception")
+    for name, changed in [
+        ("block12_sepconv3", False),  # below the cut: frozen
+        ("block13_sepconv1_bn", False),  # BatchNorm: statistics and scale stay frozen
+        ("block13_sepconv1", True),
+        ("block14_sepconv2", True),
+    ]:
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                base.get_layer(name).get_weights(),
+                original.get_layer(name).get_weights(),
+                strict=True,
+            )
+        )
+        assert same is not changed, name

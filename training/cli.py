@@ -33,7 +33,9 @@ Run `python -m training COMMAND --help` for each command's options.
 TRAIN_DEFAULTS = """\
 Defaults: 299 px, Adam lr 0.001, inner Dense(100) + Dropout(0.2), 20 epochs on the fast
 path, then test metrics. On 2 CPU cores the first run spends ~4-9 min extracting features
-(cached for later runs); training the top then takes seconds.
+(cached for later runs); training the top then takes seconds. With --fine-tune, the
+head is trained first, then the top blocks with it; best_run is the better of the two
+by validation accuracy (fine-tuning wins a tie). Test metrics go into the manifest.
 """
 
 TUNE_RULE = """\
@@ -100,6 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     _model(train, image_size=299)
     train.add_argument(
         "--no-evaluate", action="store_true", help="skip the test-split evaluation after training"
+    )
+    f = train.add_argument_group(
+        "fine-tuning (after the head converges; no augmentation)",
+        "Unfreezes Xception's top blocks (BatchNorm stays frozen) and trains them with the head "
+        "at a low learning rate on cached activations (computed once, like the features). "
+        "Recorded as a second run, named with _ft13/_ft14, which becomes best_run.",
+    )
+    f.add_argument(
+        "--fine-tune",
+        choices=("block13", "block14"),
+        default="",
+        help="fine-tune from this block up: block13 = the whole exit flow (default: off)",
+    )
+    f.add_argument("--fine-tune-epochs", type=int, default=5, help="(default: %(default)s)")
+    f.add_argument(
+        "--fine-tune-learning-rate", type=float, default=1e-4, help="Adam (default: %(default)s)"
     )
     tune = sub.add_parser(
         "tune",
@@ -242,6 +260,16 @@ def to_options(args: argparse.Namespace) -> Options:
         name=args.name,
     )
     if args.command == "train":
+        if args.fine_tune and augmentation.enabled:
+            raise ValueError(
+                "Expected --fine-tune without augmentation (it trains on cached activations). "
+                f"Received augmentation: {augmentation.describe()}"
+            )
+        run = run.with_(
+            fine_tune_from=args.fine_tune,
+            fine_tune_epochs=_positive("fine-tune-epochs", args.fine_tune_epochs),
+            fine_tune_learning_rate=args.fine_tune_learning_rate,
+        )
         return Options(run=run, evaluate=not args.no_evaluate, **common)
     return Options(
         run=run.with_(augmentation=Augmentation()),  # the aug stage alone augments

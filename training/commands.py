@@ -11,6 +11,7 @@ import tensorflow as tf
 from training import data, manifest, plots
 from training.cli import Options
 from training.evaluate import evaluate_checkpoint
+from training.finetune import fine_tune_run
 from training.train import RunResult, Workspace, train_run
 from training.tune import RULE, SweepPlan, sweep, write_table
 
@@ -49,18 +50,31 @@ def workspace(options: Options) -> Workspace:
 
 def train(ws: Workspace, options: Options) -> int:
     start = time.perf_counter()
-    result = train_run(ws, options.run)
-    _record(ws, [result], result.name)
-    print(
-        f"best epoch {result.best_epoch}: val_accuracy {result.best_val_accuracy:.4f} "
-        f"-> {result.checkpoint}",
-        flush=True,
-    )
+    cfg = options.run
+    head = train_run(ws, cfg.with_(fine_tune_from=""))
+    _say(head)
+    results = [head]
+    if cfg.fine_tune_from:
+        results.append(fine_tune_run(ws, cfg, head))
+        _say(results[-1])
+    # The one to ship: the best by validation accuracy; fine-tuning wins a tie.
+    best = max(reversed(results), key=lambda r: r.best_val_accuracy)
+    record_runs(ws, results, best.name)
+    print(f"best_run: {best.name}", flush=True)
     if options.evaluate:
-        metrics = _evaluate(ws, result.name, result)
-        print(f"test accuracy {metrics['accuracy']:.4f} ({metrics['n_images']} images)")
+        for result in results:
+            metrics = evaluate_run(ws, result.name, result)
+            print(f"{result.name}: test accuracy {metrics['accuracy']:.4f}", flush=True)
     print(f"manifest: {ws.output_dir / manifest.NAME} ({time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def _say(result: RunResult) -> None:
+    print(
+        f"{result.name}: best epoch {result.best_epoch}, val_accuracy "
+        f"{result.best_val_accuracy:.4f} -> {result.checkpoint} ({result.seconds:.0f} s)",
+        flush=True,
+    )
 
 
 def tune(ws: Workspace, options: Options) -> int:
@@ -74,7 +88,7 @@ def tune(ws: Workspace, options: Options) -> int:
     )
     rows, best = sweep(ws, options.run, plan)
     unique = list({row.result.name: row.result for row in rows}.values())
-    _record(ws, unique, best.name, selection_rule=RULE)
+    record_runs(ws, unique, best.name, selection_rule=RULE)
     paths = write_table(rows, best, ws.output_dir)
     print(paths["md"].read_text())
     print(f"best: {best.name} (val_accuracy {best.best_val_accuracy:.4f}); table: {paths['md']}")
@@ -83,12 +97,12 @@ def tune(ws: Workspace, options: Options) -> int:
 
 def evaluate(ws: Workspace, options: Options) -> int:
     record = _find_run(ws.output_dir, options.run_name)
-    metrics = _evaluate(ws, record["name"], None, split=options.split)
+    metrics = evaluate_run(ws, record["name"], None, split=options.split)
     print(f"{options.split} accuracy {metrics['accuracy']:.4f} ({metrics['n_images']} images)")
     return 0
 
 
-def _record(ws: Workspace, results: list[RunResult], best_run: str, **extra) -> None:
+def record_runs(ws: Workspace, results: list[RunResult], best_run: str, **extra) -> None:
     for result in results:
         plots.learning_curves(
             {result.name: result.history},
@@ -99,7 +113,7 @@ def _record(ws: Workspace, results: list[RunResult], best_run: str, **extra) -> 
     manifest.record(ws.output_dir, entries, best_run, **extra)
 
 
-def _evaluate(
+def evaluate_run(
     ws: Workspace, run_name: str, result: RunResult | None, split: str = "test", **extra
 ) -> dict:
     """Score the run's checkpoint file on ``split`` and store the numbers in the manifest."""
@@ -108,9 +122,9 @@ def _evaluate(
     checkpoint = ws.output_dir / record["best_checkpoint"]
     plot = checkpoint.parent / f"confusion_{split}.png"
     metrics, logits = evaluate_checkpoint(ws, checkpoint, size, split, plot)
-    if result is not None and result.top is not None:
-        # The fast path's own prediction (top on cached features) vs the saved .h5.
-        fast = np.asarray(result.top.predict(ws.features(split, size), verbose=0))
+    if result is not None and result.fast_predict is not None:
+        # What training measured (on cached features/activations) vs the saved .h5.
+        fast = np.asarray(result.fast_predict(split))
         metrics["fast_path_agreement"] = {
             "max_abs_logit_diff": float(np.abs(fast - logits).max()),
             "same_prediction": float((fast.argmax(1) == logits.argmax(1)).mean()),

@@ -22,6 +22,9 @@ class RunConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 1
     name: str = ""
+    fine_tune_from: str = ""  # "": frozen base; "block13"/"block14": fine-tune from there up
+    fine_tune_epochs: int = 5
+    fine_tune_learning_rate: float = 1e-4
 
     @property
     def fast(self) -> bool:
@@ -45,6 +48,8 @@ class RunConfig:
             parts.append(f"l2{self.l2:g}")
         if self.augmentation.enabled:
             parts.append("aug")
+        if self.fine_tune_from:
+            parts.append(f"ft{self.fine_tune_from.removeprefix('block')}")
         return "_".join(parts)
 
     def with_(self, **changes) -> RunConfig:
@@ -54,4 +59,6 @@ class RunConfig:
         record = asdict(self)
         record["name"] = self.run_name
         record["path"] = "fast (cached features)" if self.fast else "full (augmented images)"
+        if self.fine_tune_from:
+            record["path"] = f"fine-tune from {self.fine_tune_from} (cached activations)"
         return record

@@ -35,10 +35,15 @@ def weights_fingerprint(weights: str | Path | None) -> str:
 
 
 def extract(
-    extractor: keras.Model, pixels: np.ndarray, *, batch_size: int = 32, desc: str = "features"
+    extractor: keras.Model,
+    pixels: np.ndarray,
+    *,
+    batch_size: int = 32,
+    desc: str = "features",
+    dtype: type = np.float32,
 ) -> np.ndarray:
-    """Pooled features of uint8 ``pixels`` (scaled here, as serving does), with a bar."""
-    out = np.empty((len(pixels), extractor.output_shape[-1]), dtype=np.float32)
+    """``extractor``'s output for uint8 ``pixels`` (scaled here, as serving does), with a bar."""
+    out = np.empty((len(pixels), *extractor.output_shape[1:]), dtype=dtype)
     with tqdm(total=len(pixels), desc=desc, unit="img") as bar:
         for start in range(0, len(pixels), batch_size):
             batch = scale(pixels[start : start + batch_size])
@@ -55,6 +60,7 @@ def cached_features(
     *,
     batch_size: int = 32,
     desc: str = "features",
+    dtype: type = np.float32,
 ) -> np.ndarray:
     """:func:`extract`, read from ``cache_path`` when it holds ``count`` rows, else written.
 
@@ -64,7 +70,7 @@ def cached_features(
         features = np.load(cache_path)
         if len(features) == count:
             return features
-    features = extract(extractor, pixels(), batch_size=batch_size, desc=desc)
+    features = extract(extractor, pixels(), batch_size=batch_size, desc=desc, dtype=dtype)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp.npy")

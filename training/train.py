@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,21 +76,20 @@ class Workspace:
         """Pooled base features of a split (memory, then disk cache, else computed)."""
         key = (split, image_size)
         if key not in self._features:
-            path = features.cache_path(
-                self.cache_dir,
-                image_size,
-                self.weights_fingerprint,
-                self.dataset.fingerprint,
-                split,
-            )
             self._features[key] = features.cached_features(
                 make_feature_extractor(self.base(image_size)),
                 lambda: self.pixels(split, image_size),
                 len(self.dataset[split]),
-                path,
+                self.cache_path(split, image_size),
                 desc=f"features {split}@{image_size}",
             )
         return self._features[key]
+
+    def cache_path(self, split: str, image_size: int) -> Path | None:
+        """Where a split's features are cached (``None``: random weights, or no cache)."""
+        return features.cache_path(
+            self.cache_dir, image_size, self.weights_fingerprint, self.dataset.fingerprint, split
+        )
 
 
 @dataclass
@@ -104,6 +104,7 @@ class RunResult:
     seconds: float
     trainable_params: int
     top: keras.Model | None = None  # fast path: the trained top (features -> logits)
+    fast_predict: Callable[[str], np.ndarray] | None = None  # cached-input logits of a split
 
     @property
     def name(self) -> str:
@@ -148,6 +149,11 @@ def train_run(ws: Workspace, cfg: RunConfig) -> RunResult:
         seconds=seconds,
         trainable_params=_count(network.top.trainable_weights),
         top=network.top if cfg.fast else None,
+        fast_predict=(
+            (lambda split: network.top.predict(ws.features(split, cfg.image_size), verbose=0))
+            if cfg.fast
+            else None
+        ),
     )
     (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     return result

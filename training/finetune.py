@@ -1,0 +1,130 @@
+"""Beyond the frozen base: fine-tune Xception's top blocks after the head has converged.
+
+A forward and backward pass through the whole network at 299 px is far too slow on a
+CPU, but only the top blocks learn: everything below them is frozen, so its output for
+an image never changes. As on the fast path, that output (the activations entering
+``block13``, 19x19x728 at 299 px) is computed once and cached (float16), and only the
+top blocks and the head run each epoch, at a low learning rate, with BatchNorm kept in
+inference mode (frozen statistics: the keras-io fine-tuning recipe).
+
+The fine-tuned layers are the base's own layers, so the saved ``.h5`` is the same
+architecture as any other checkpoint, and it must predict what fine-tuning measured.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import keras
+import numpy as np
+from keras import layers
+
+from training import features
+from training.config import RunConfig
+from training.model import compile_model, make_base, make_network
+from training.train import CHECKPOINT, BestTop, RunResult, Workspace, _count, _plain
+
+ENTRY = {  # the layer each fine-tunable block starts at (its input is the cut)
+    "block13": "block13_sepconv1_act",
+    "block14": "block14_sepconv1",
+}
+
+
+def split_base(base: keras.Model, block: str) -> tuple[keras.Model, keras.Model]:
+    """(stem, blocks): frozen layers up to ``block``, and ``block`` to the base's output.
+
+    Both share the base's layers, so training ``blocks`` trains the base itself.
+    """
+    if block not in ENTRY:
+        raise ValueError(f"Expected a block among {', '.join(ENTRY)}. Received: {block!r}")
+    cut = base.get_layer(ENTRY[block]).input
+    return keras.Model(base.input, cut, name="stem"), keras.Model(cut, base.output, name=block)
+
+
+def unfreeze(base: keras.Model, blocks: keras.Model) -> None:
+    """Make ``blocks``' layers trainable, except BatchNorm (its statistics stay frozen)."""
+    base.trainable = True
+    tuned = {id(layer) for layer in blocks.layers}
+    for layer in base.layers:
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = id(layer) in tuned and not is_bn
+
+
+def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
+    """Fine-tune ``cfg.fine_tune_from`` and up, starting from ``head``'s trained top."""
+    if head.top is None:
+        raise ValueError("Expected a fast-path head run to fine-tune from (no augmentation).")
+    run_dir = ws.output_dir / "runs" / cfg.run_name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    size, n_classes = cfg.image_size, len(ws.labels)
+    base = make_base(size, ws.weights)  # fresh: the workspace's shared base stays frozen
+    network = make_network(
+        size, cfg.size_inner, cfg.droprate, n_classes=n_classes, l2=cfg.l2, base=base
+    )
+    network.top.set_weights(head.top.get_weights())
+    stem, blocks = split_base(base, cfg.fine_tune_from)
+    x_train = activations(ws, stem, cfg, "train")
+    x_val = activations(ws, stem, cfg, "validation")
+    unfreeze(base, blocks)
+    tuner = _tuning_model(blocks, network.top)
+    compile_model(tuner, cfg.fine_tune_learning_rate, label_smoothing=cfg.label_smoothing)
+    keeper = BestTop()
+    keras.utils.set_random_seed(cfg.seed)
+    start = time.perf_counter()
+    fit = tuner.fit(
+        x_train,
+        keras.utils.to_categorical(ws.targets("train"), n_classes),
+        validation_data=(x_val, keras.utils.to_categorical(ws.targets("validation"), n_classes)),
+        epochs=cfg.fine_tune_epochs,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        callbacks=[keeper],
+        verbose=ws.verbose,
+    )
+    seconds = time.perf_counter() - start
+    history = _plain(fit.history)
+    trainable = _count(tuner.trainable_weights)
+    tuner.set_weights(keeper.best_weights)
+    val_accuracy = history["val_accuracy"][keeper.best_epoch - 1]
+    checkpoint = run_dir / CHECKPOINT.format(epoch=keeper.best_epoch, val_accuracy=val_accuracy)
+    base.trainable = False  # saved as a frozen base, like every other checkpoint
+    network.model.save(checkpoint)
+    return RunResult(
+        config=cfg,
+        checkpoint=checkpoint,
+        best_epoch=keeper.best_epoch,
+        best_val_accuracy=val_accuracy,
+        history=history,
+        seconds=seconds,
+        trainable_params=trainable,
+        fast_predict=lambda split: tuner.predict(activations(ws, stem, cfg, split), verbose=0),
+    )
+
+
+def activations(ws: Workspace, stem: keras.Model, cfg: RunConfig, split: str) -> np.ndarray:
+    """The stem's output for a split (float16), cached like the pooled features."""
+    key = ("activations", cfg.fine_tune_from, split, cfg.image_size)
+    if key not in ws._features:
+        path = ws.cache_path(split, cfg.image_size)
+        if path is not None:
+            path = path.with_name(path.name.replace("features-", f"{cfg.fine_tune_from}-"))
+        ws._features[key] = features.cached_features(
+            stem,
+            lambda: ws.pixels(split, cfg.image_size),
+            len(ws.dataset[split]),
+            path,
+            desc=f"{cfg.fine_tune_from} input {split}@{cfg.image_size}",
+            dtype=np.float16,
+        )
+    return ws._features[key]
+
+
+def _tuning_model(blocks: keras.Model, top: keras.Model) -> keras.Model:
+    """Cached activations -> tuned blocks (BatchNorm in inference mode) -> pooling -> top."""
+    inputs = keras.Input(blocks.input_shape[1:], name="activations")
+    x = blocks(inputs, training=False)
+    x = layers.GlobalAveragePooling2D(name="pooling")(x)
+    return keras.Model(inputs, top(x), name="fine_tune")

@@ -20,11 +20,12 @@ wrong, and the difference is tested on its own:
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 """Formats we decode. Pillow's JPEG decoder also opens MPO, the multi-picture JPEG
@@ -37,6 +38,16 @@ MIN_TARGET_SIZE, MAX_TARGET_SIZE = 1, 2048
 WHITE = (255, 255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+EXIF_ORIENTATION = 0x0112
+_UPRIGHT = {  # EXIF orientation -> the transpose that shows the stored pixels upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 ImageBytes = bytes | bytearray | memoryview
 
@@ -73,16 +84,25 @@ def decode_image(
     image = _open(data, max_pixels=max_pixels, formats=formats)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
         try:
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
-        except ImageError:
-            raise
+            image.load()
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
             raise CorruptImageError(
                 f"Expected a complete {image.format} image; decoding {len(data)} bytes "
                 f"failed: {exc}"
             ) from exc
+        return to_rgb(upright(image))
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; an unreadable EXIF block leaves the image as stored."""
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        return image
+    method = _UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lambda_function import preprocessing as pp
 from tests.images import UPRIGHT, animated_gif, encode, noise, with_orientation
@@ -27,6 +27,19 @@ def test_exif_orientation_is_applied(orientation: int) -> None:
     upright = noise("RGB", seed=3)
     decoded = pp.decode_image(with_orientation(upright, orientation))
     assert np.array_equal(np.asarray(decoded), np.asarray(upright))
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_exif_orientation_agrees_with_pillows_exif_transpose(orientation: int) -> None:
+    data = with_orientation(noise("RGB", seed=4), orientation, fmt="JPEG")
+    pillow = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    assert np.array_equal(np.asarray(pp.decode_image(data)), np.asarray(pillow))
+
+
+def test_unreadable_exif_leaves_the_image_as_stored() -> None:
+    image = noise("RGB")
+    data = bytearray(encode(image, "PNG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff"))
+    assert np.array_equal(np.asarray(pp.decode_image(bytes(data))), np.asarray(image))
 
 
 def test_exif_rotated_jpeg_comes_out_upright() -> None:

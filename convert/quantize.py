@@ -53,9 +53,9 @@ def quantize_int8(
     """Write the static QDQ int8 model of ``source``, calibrated on ``calibration``.
 
     ``average_ranges``: each tensor's range is the mean of the per-batch minima and
-    maxima rather than the overall extremes. On the real model, plain MinMax let a single
-    outlier among 200 photos stretch middle-flow ranges up to 15x, and accuracy fell
-    from 0.90 to 0.55; the mean keeps it within a point or two.
+    maxima rather than the overall extremes. On the real model, plain MinMax let a few
+    outlier activations among 200 photos stretch middle-flow ranges up to 15x, and
+    accuracy fell from 0.90 to 0.55; the mean keeps it within about a point.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,

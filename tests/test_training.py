@@ -267,9 +267,10 @@ def test_fine_tuning_trains_the_top_blocks_only_and_the_h5_predicts_what_it_meas
     from training.train import load_checkpoint
 
     ws, head = real_run
-    cfg = head.config.with_(fine_tune_from="block13", fine_tune_epochs=2)
+    cfg = head.config.with_(fine_tune_from="block13", fine_tune_epochs=2, fine_tune_flip=True)
     tuned = fine_tune_run(ws, cfg, head)
-    assert tuned.name.endswith("_ft13")
+    assert tuned.name.endswith("_ft13_flip")
+    assert len(list(ws.cache_dir.glob("block13flip-*-train.npy"))) == 1
     model = load_checkpoint(tuned.checkpoint)
     full = model.predict(preprocessing.scale(ws.pixels("validation", SIZE)), verbose=0)
     measured = tuned.fast_predict("validation")

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--fine-tune-learning-rate", type=float, default=1e-4, help="Adam (default: %(default)s)"
     )
+    f.add_argument(
+        "--fine-tune-flip",
+        action="store_true",
+        help="also train on mirrored copies of the train images (a cached horizontal flip: "
+        "one more pass over the train split, then epochs twice as long)",
+    )
     tune = sub.add_parser(
         "tune",
         help="sweep learning rate, inner size, dropout, augmentation",
@@ -260,6 +266,8 @@ def to_options(args: argparse.Namespace) -> Options:
         name=args.name,
     )
     if args.command == "train":
+        if args.fine_tune_flip and not args.fine_tune:
+            raise ValueError("Expected --fine-tune BLOCK with --fine-tune-flip.")
         if args.fine_tune and augmentation.enabled:
             raise ValueError(
                 "Expected --fine-tune without augmentation (it trains on cached activations). "
@@ -269,6 +277,7 @@ def to_options(args: argparse.Namespace) -> Options:
             fine_tune_from=args.fine_tune,
             fine_tune_epochs=_positive("fine-tune-epochs", args.fine_tune_epochs),
             fine_tune_learning_rate=args.fine_tune_learning_rate,
+            fine_tune_flip=args.fine_tune_flip,
         )
         return Options(run=run, evaluate=not args.no_evaluate, **common)
     return Options(

@@ -25,6 +25,7 @@ class RunConfig:
     fine_tune_from: str = ""  # "": frozen base; "block13"/"block14": fine-tune from there up
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-4
+    fine_tune_flip: bool = False  # add mirrored copies of the train images (cached too)
 
     @property
     def fast(self) -> bool:
@@ -50,6 +51,8 @@ class RunConfig:
             parts.append("aug")
         if self.fine_tune_from:
             parts.append(f"ft{self.fine_tune_from.removeprefix('block')}")
+            if self.fine_tune_flip:
+                parts.append("flip")
         return "_".join(parts)
 
     def with_(self, **changes) -> RunConfig:

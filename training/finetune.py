@@ -67,6 +67,10 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
     network.top.set_weights(head.top.get_weights())
     stem, blocks = split_base(base, cfg.fine_tune_from)
     x_train = activations(ws, stem, cfg, "train")
+    y_train = keras.utils.to_categorical(ws.targets("train"), n_classes)
+    if cfg.fine_tune_flip:  # a cached augmentation: the mirror image of every train photo
+        x_train = np.concatenate([x_train, activations(ws, stem, cfg, "train", flip=True)])
+        y_train = np.concatenate([y_train, y_train])
     x_val = activations(ws, stem, cfg, "validation")
     unfreeze(base, blocks)
     tuner = _tuning_model(blocks, network.top)
@@ -76,7 +80,7 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
     start = time.perf_counter()
     fit = tuner.fit(
         x_train,
-        keras.utils.to_categorical(ws.targets("train"), n_classes),
+        y_train,
         validation_data=(x_val, keras.utils.to_categorical(ws.targets("validation"), n_classes)),
         epochs=cfg.fine_tune_epochs,
         batch_size=cfg.batch_size,
@@ -104,19 +108,27 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
     )
 
 
-def activations(ws: Workspace, stem: keras.Model, cfg: RunConfig, split: str) -> np.ndarray:
-    """The stem's output for a split (float16), cached like the pooled features."""
-    key = ("activations", cfg.fine_tune_from, split, cfg.image_size)
+def activations(
+    ws: Workspace, stem: keras.Model, cfg: RunConfig, split: str, *, flip: bool = False
+) -> np.ndarray:
+    """The stem's output for a split (float16; of mirrored images if ``flip``), cached."""
+    kind = cfg.fine_tune_from + ("flip" if flip else "")
+    key = ("activations", kind, split, cfg.image_size)
     if key not in ws._features:
         path = ws.cache_path(split, cfg.image_size)
         if path is not None:
-            path = path.with_name(path.name.replace("features-", f"{cfg.fine_tune_from}-"))
+            path = path.with_name(path.name.replace("features-", f"{kind}-"))
+
+        def pixels() -> np.ndarray:
+            pixels = ws.pixels(split, cfg.image_size)
+            return np.ascontiguousarray(pixels[:, :, ::-1]) if flip else pixels
+
         ws._features[key] = features.cached_features(
             stem,
-            lambda: ws.pixels(split, cfg.image_size),
+            pixels,
             len(ws.dataset[split]),
             path,
-            desc=f"{cfg.fine_tune_from} input {split}@{cfg.image_size}",
+            desc=f"{kind} input {split}@{cfg.image_size}",
             dtype=np.float16,
         )
     return ws._features[key]

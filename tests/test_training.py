@@ -94,6 +94,20 @@ def test_train_evaluates_the_saved_checkpoint_on_test(trained: Path) -> None:
     assert test["fast_path_agreement"]["max_abs_logit_diff"] < 1e-4
 
 
+def test_evaluate_scores_the_best_run_again_with_the_same_result(
+    trained: Path, dataset: Path
+) -> None:
+    from training.cli import main
+
+    before = json.loads((trained / "manifest.json").read_text())["runs"][0]["test"]
+    argv = ["evaluate", "--data-dir", str(dataset)]
+    argv += ["--weights", "none", "--output-dir", str(trained), "--no-cache", "--verbose", "0"]
+    assert main(argv) == 0
+    after = json.loads((trained / "manifest.json").read_text())["runs"][0]["test"]
+    assert after["accuracy"] == before["accuracy"]
+    assert after["confusion_matrix"] == before["confusion_matrix"]
+
+
 def test_train_writes_plots(trained: Path) -> None:
     run_dir = next((trained / "runs").iterdir())
     for name in ("learning_curve.png", "confusion_test.png"):

@@ -60,21 +60,23 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     size, n_classes = cfg.image_size, len(ws.labels)
-    base = make_base(size, ws.weights)  # fresh: the workspace's shared base stays frozen
-    network = make_network(
-        size, cfg.size_inner, cfg.droprate, n_classes=n_classes, l2=cfg.l2, base=base
-    )
-    network.top.set_weights(head.top.get_weights())
-    stem, blocks = split_base(base, cfg.fine_tune_from)
+    with ws.strategy.scope():
+        base = make_base(size, ws.weights)  # fresh: the workspace's shared base stays frozen
+        network = make_network(
+            size, cfg.size_inner, cfg.droprate, n_classes=n_classes, l2=cfg.l2, base=base
+        )
+        network.top.set_weights(head.top.get_weights())
+        stem, blocks = split_base(base, cfg.fine_tune_from)
     x_train = activations(ws, stem, cfg, "train")
     y_train = keras.utils.to_categorical(ws.targets("train"), n_classes)
     if cfg.fine_tune_flip:  # a cached augmentation: the mirror image of every train photo
         x_train = np.concatenate([x_train, activations(ws, stem, cfg, "train", flip=True)])
         y_train = np.concatenate([y_train, y_train])
     x_val = activations(ws, stem, cfg, "validation")
-    unfreeze(base, blocks)
-    tuner = _tuning_model(blocks, network.top)
-    compile_model(tuner, cfg.fine_tune_learning_rate, label_smoothing=cfg.label_smoothing)
+    with ws.strategy.scope():
+        unfreeze(base, blocks)
+        tuner = _tuning_model(blocks, network.top)
+        compile_model(tuner, cfg.fine_tune_learning_rate, label_smoothing=cfg.label_smoothing)
     keeper = BestTop()
     keras.utils.set_random_seed(cfg.seed)
     start = time.perf_counter()

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 def learning_curves(
@@ -24,6 +25,7 @@ def learning_curves(
         train_label = f"{label} (train)"
         ax.plot(epochs, history["accuracy"], "--", color=colour, alpha=0.6, label=train_label)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("accuracy")
     ax.set_title(title or "learning curves: train (dashed) vs validation (solid)")
     ax.grid(alpha=0.3)

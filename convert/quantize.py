@@ -5,7 +5,7 @@
   (``ORT_ENABLE_ALL`` adds layout changes specific to the machine that saved it).
 * **int8**: ``quantize_static`` in the QDQ format, activations QUInt8 and weights QInt8
   (per channel by default: a depthwise convolution's channels have very different
-  ranges), MinMax ranges averaged over batches of 8 (see :func:`quantize_int8`),
+  ranges), MinMax ranges averaged over the photos (see :func:`quantize_int8`),
   calibrated on training photos preprocessed exactly as the Lambda does.
 
 Dynamic quantisation is not offered: it turns each Conv into ConvInteger, which is
@@ -25,7 +25,7 @@ from convert.images import Photo
 from convert.to_onnx import INPUT_NAME
 from lambda_function import preprocessing
 
-CALIBRATION_BATCH = 8  # photos per calibration run
+CALIBRATION_BATCH = 1  # photos per calibration run: ranges average per-photo extremes
 MAX_ACCURACY_DROP = 0.01  # int8 is accepted within 1 point of fp32's accuracy
 
 
@@ -52,10 +52,11 @@ def quantize_int8(
 ) -> None:
     """Write the static QDQ int8 model of ``source``, calibrated on ``calibration``.
 
-    ``average_ranges``: each tensor's range is the mean of the per-batch minima and
-    maxima rather than the overall extremes. On the real model, plain MinMax let a few
-    outlier activations among 200 photos stretch middle-flow ranges up to 15x, and
-    accuracy fell from 0.90 to 0.55; the mean keeps it within about a point.
+    ``average_ranges``: each tensor's range is the mean over the photos of each photo's
+    minimum and maximum, not the overall extremes. On the real model, plain MinMax let
+    a few outlier activations among 200 photos stretch middle-flow ranges up to 15x, and
+    accuracy fell from 0.90 to 0.55. Averaging per photo kept 99.0% of top-1 answers
+    (per batch of 8 photos: 98.2%; of 32: 95.7%).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": {
             "path": str(model),
             "source": source,
-            "mb": round(model.stat().st_size / 2**20, 1),
+            "mb": round(model.stat().st_size / 1e6, 1),
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "serve_dependencies": serve_dependency_size(),
@@ -70,13 +70,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def pick_model(requested: Path | None) -> tuple[Path, str]:
-    if requested is not None:
-        return requested, "given"
-    if DEFAULT_MODEL.is_file():
-        return DEFAULT_MODEL, "make run (trained + converted)"
-    if not STAND_IN.is_file():
-        build_stand_in(STAND_IN)
-    return STAND_IN, "stand-in: Xception 299 + GAP + Dense(10), untrained top"
+    """The model to measure, and a line saying what it is."""
+    if requested is None and not DEFAULT_MODEL.is_file():
+        if not STAND_IN.is_file():
+            build_stand_in(STAND_IN)
+        return STAND_IN, "stand-in: Xception 299 + GAP + Dense(10), untrained top"
+    path = requested or DEFAULT_MODEL
+    sys.path.insert(0, str(REPO))
+    import onnxruntime as ort
+
+    from lambda_function.model_metadata import ModelMetadata
+
+    props = ort.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
+    meta = ModelMetadata.from_props(props)
+    return path, (
+        f"trained and converted, checkpoint {meta.version}, {meta.image_size} px, "
+        f"validation accuracy {meta.val_accuracy:.3f}"
+    )
 
 
 def build_stand_in(path: Path) -> None:

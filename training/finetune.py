@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from training import features
+from training import features, pipeline
 from training.config import RunConfig
 from training.model import compile_model, make_base, make_network
 from training.train import CHECKPOINT, BestTop, RunResult, Workspace, _count, _plain
@@ -68,7 +68,7 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
         network.top.set_weights(head.top.get_weights())
         stem, blocks = split_base(base, cfg.fine_tune_from)
     x_train = activations(ws, stem, cfg, "train")
-    y_train = keras.utils.to_categorical(ws.targets("train"), n_classes)
+    y_train = ws.targets("train")
     if cfg.fine_tune_flip:  # a cached augmentation: the mirror image of every train photo
         x_train = np.concatenate([x_train, activations(ws, stem, cfg, "train", flip=True)])
         y_train = np.concatenate([y_train, y_train])
@@ -81,12 +81,13 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
     keras.utils.set_random_seed(cfg.seed)
     start = time.perf_counter()
     fit = tuner.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, keras.utils.to_categorical(ws.targets("validation"), n_classes)),
+        pipeline.array_batches(
+            x_train, y_train, n_classes, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed
+        ),
+        validation_data=pipeline.array_batches(
+            x_val, ws.targets("validation"), n_classes, batch_size=cfg.batch_size
+        ),
         epochs=cfg.fine_tune_epochs,
-        batch_size=cfg.batch_size,
-        shuffle=True,
         callbacks=[keeper],
         verbose=ws.verbose,
     )
@@ -106,7 +107,10 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
         history=history,
         seconds=seconds,
         trainable_params=trainable,
-        fast_predict=lambda split: tuner.predict(activations(ws, stem, cfg, split), verbose=0),
+        fast_predict=lambda split: tuner.predict(
+            pipeline.array_batches(activations(ws, stem, cfg, split), ws.targets(split), n_classes),
+            verbose=0,
+        ),
     )
 
 

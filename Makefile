@@ -17,8 +17,9 @@ IMAGES ?= $(SAMPLES)
 
 .PHONY: run train bench-train test lint lint-deploy classify bench-serve setup setup-deploy data clean bench-parity
 
-run: setup data
-	@echo "Nothing to run yet beyond set-up: training, conversion and serving land next."
+# The main job, end to end: train the 299 px model, convert it to a verified ONNX model,
+# then classify sample photos of the test split through the Lambda handler.
+run: train convert classify
 
 # Train the shipped model (299 px; TRAIN_ARGS adds options, see `python -m training train
 # --help`): best .h5 + manifest.json in artifacts/training/, features cached in artifacts/cache/.

@@ -204,7 +204,7 @@ def markdown(report: dict[str, Any]) -> str:
         latency = item.get("latency_batch1")
         speed = (
             f"{latency['median_ms']:.0f} ms ({latency['median_ms'] / fp32_ms:.2f}x fp32) | "
-            f"{latency['session_load_s']:.1f} s"
+            f"{latency['session_load_s'] * 1000:.0f} ms"
             if latency
             else "(as int8) | -"
         )

@@ -89,6 +89,7 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
         ),
         epochs=cfg.fine_tune_epochs,
         callbacks=[keeper],
+        shuffle=False,  # array_batches shuffles (each epoch)
         verbose=ws.verbose,
     )
     seconds = time.perf_counter() - start

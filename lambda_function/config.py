@@ -19,6 +19,9 @@ CONVERTED_MODEL = Path("artifacts/model/model.onnx")
 LAMBDA_MB_PER_VCPU = 1769
 """Lambda gives a function one full vCPU per 1,769 MB of memory, whatever ``nproc`` says."""
 
+MAX_UPLOAD_LIMIT = 4_500_000
+"""Bytes whose base64 (6,000,000 characters) fills Lambda's 6 MB request payload."""
+
 TEST_ONLY_LOOPBACK = "ALLOW_LOOPBACK_FOR_TESTS"
 """Test-only: lets the fetcher reach 127.0.0.0/8 and ::1 on any port. Never set in AWS."""
 
@@ -34,11 +37,16 @@ class Config:
     max_image_bytes: int = 10 * 1024 * 1024
     max_pixels: int = MAX_PIXELS
     max_batch: int = 8
+    max_upload_bytes: int = 4 * 1024 * 1024
+    """Cap on bytes sent in the request (base64 or raw): its base64 (5.6 MB) stays under
+    Lambda's 6 MB synchronous payload limit."""
     fetch_timeout_s: float = 10.0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
     max_redirects: int = 3
     allowed_ports: tuple[int, ...] = (80, 443)
+    fetch_retries: int = 2
+    s3_allowed_buckets: tuple[str, ...] = ()
     allow_loopback_for_tests: bool = False
     reserve_s: float = 3.0
     """Time kept back from the invocation's deadline for decoding, inference and the answer."""
@@ -56,15 +64,25 @@ class Config:
             max_image_bytes=reader.integer("MAX_IMAGE_BYTES", cls.max_image_bytes, 1, 2**31),
             max_pixels=reader.integer("MAX_PIXELS", cls.max_pixels, 1, 2**31),
             max_batch=reader.integer("MAX_BATCH", cls.max_batch, 1, 64),
+            max_upload_bytes=reader.integer(
+                "MAX_UPLOAD_BYTES", cls.max_upload_bytes, 1, MAX_UPLOAD_LIMIT
+            ),
             fetch_timeout_s=reader.number("FETCH_TIMEOUT", cls.fetch_timeout_s),
             connect_timeout_s=reader.number("FETCH_CONNECT_TIMEOUT", cls.connect_timeout_s),
             read_timeout_s=reader.number("FETCH_READ_TIMEOUT", cls.read_timeout_s),
             max_redirects=reader.integer("FETCH_MAX_REDIRECTS", cls.max_redirects, 0, 10),
             allowed_ports=reader.ports("FETCH_ALLOWED_PORTS", cls.allowed_ports),
+            fetch_retries=reader.integer("FETCH_RETRIES", cls.fetch_retries, 0, 5),
+            s3_allowed_buckets=reader.names("S3_ALLOWED_BUCKETS"),
             allow_loopback_for_tests=env.get(TEST_ONLY_LOOPBACK, "") == "1",
             reserve_s=reader.number("DEADLINE_RESERVE", cls.reserve_s),
         )
         return config
+
+    @property
+    def upload_cap(self) -> int:
+        """Bytes a request may carry itself: the image cap, within the payload limit."""
+        return min(self.max_image_bytes, self.max_upload_bytes)
 
 
 def default_model_path() -> Path:
@@ -110,6 +128,9 @@ class _Reader:
         if not 0 < value < 900:
             raise ValueError(f"Expected {name} to be seconds in (0, 900). Received: {raw!r}")
         return value
+
+    def names(self, name: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
 
     def ports(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
         raw = self.env.get(name, "")

@@ -20,6 +20,8 @@ class ServiceError(Exception):
 
     status = 500
     code = "internal_error"
+    transient = False
+    """Whether trying again may succeed (the fetcher retries only these)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -47,7 +47,13 @@ def parse(event: Any, source: str, *, max_bytes: int, max_batch: int) -> Request
     """The request ``event`` carries; :class:`BadRequestError` and kin when it is malformed."""
     if source == DIRECT:
         return parse_payload(event, max_bytes=max_bytes, max_batch=max_batch)
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    raw_headers = event.get("headers") or {}
+    if not isinstance(raw_headers, dict):
+        raise BadRequestError(
+            f"Expected the event's headers as an object. Received: {type(raw_headers).__name__}",
+            code="bad_request",
+        )
+    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     body = event.get("body")
     if body is not None and not isinstance(body, str):
@@ -73,8 +79,9 @@ def parse(event: Any, source: str, *, max_bytes: int, max_batch: int) -> Request
         )
     try:
         payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"Expected a JSON body. {exc}", code="invalid_json") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "It nests too deeply." if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequestError(f"Expected a JSON body. {reason}", code="invalid_json") from exc
     return parse_payload(payload, max_bytes=max_bytes, max_batch=max_batch)
 
 

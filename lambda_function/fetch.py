@@ -10,13 +10,20 @@
    hostname still goes in the ``Host`` header, the TLS SNI and the certificate check;
 4. a redirect repeats all of this for its target (at most ``max_redirects``).
 
+A host that is refused and a host that does not resolve get the same answer, so the
+service cannot be used to map which internal names exist. Transient upstream failures
+(a refused or reset connection, HTTP 429/502/503/504) are retried, at most ``retries``
+times, after a jittered backoff that must fit before the deadline, against the same
+checked addresses (never a second lookup); nothing else is retried.
+
 The body is read with ``Accept-Encoding: identity`` (nothing is ever decompressed),
 refused up front when ``Content-Length`` exceeds the byte cap and cut off while
 streaming when the server sends more. Every socket operation has a timeout, and a
 watchdog shuts the socket at the overall deadline, so a server that drips one byte
 at a time cannot hold the function. Proxy environment variables are ignored
-(``http.client`` never reads them). ``s3://bucket/key`` goes through boto3 with the
-same byte cap.
+(``http.client`` never reads them). ``s3://bucket/key`` goes through boto3, only for
+buckets on the allow-list, with a ``HEAD`` size check before the download and botocore
+timeouts no longer than the time left.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import contextlib
 import functools
 import http.client
 import ipaddress
+import math
+import random
 import socket
 import ssl
 import threading
@@ -48,6 +57,7 @@ Resolver = Callable[[str, int], list[str]]
 
 MAX_URL_LENGTH = 2048
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 USER_AGENT = "fashion-classifier/0.1 (+image fetcher)"
 _CHUNK = 64 * 1024
 _PATH_SAFE = "/%:@!$&'()*+,;=?~-._"  # what may stay as is; anything else (non-ASCII) is quoted
@@ -63,7 +73,8 @@ def resolve(host: str, port: int) -> list[str]:
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """Limits of one fetch. ``resolver`` and ``ssl_context`` are injectable for tests."""
+    """Limits of one fetch. ``resolver`` (default :func:`resolve`, looked up at call time)
+    and ``ssl_context`` are injectable for tests."""
 
     max_bytes: int
     connect_timeout_s: float = 3.0
@@ -71,7 +82,10 @@ class FetchPolicy:
     max_redirects: int = 3
     allowed_ports: tuple[int, ...] = (80, 443)
     allow_loopback: bool = False
-    resolver: Resolver = resolve
+    retries: int = 2
+    backoff_s: float = 0.2
+    s3_buckets: tuple[str, ...] = ()
+    resolver: Resolver | None = None
     ssl_context: ssl.SSLContext | None = None
 
     @classmethod
@@ -83,6 +97,8 @@ class FetchPolicy:
             max_redirects=config.max_redirects,
             allowed_ports=config.allowed_ports,
             allow_loopback=config.allow_loopback_for_tests,
+            retries=config.fetch_retries,
+            s3_buckets=config.s3_allowed_buckets,
         )
 
     def allows_address(self, address: str) -> bool:
@@ -146,7 +162,7 @@ def fetch_http(url: str, policy: FetchPolicy, deadline: float) -> bytes:
                 f"{url} redirected to a refused location: {exc.message}",
                 code="redirect_not_allowed",
             ) from exc
-        result = _get(target, addresses, policy, deadline)
+        result = _get_with_retries(target, addresses, policy, deadline)
         if isinstance(result, bytes):
             if not result:
                 raise UnprocessableError(
@@ -158,6 +174,22 @@ def fetch_http(url: str, policy: FetchPolicy, deadline: float) -> bytes:
         f"Expected at most {policy.max_redirects} redirects. {url} redirected more.",
         code="too_many_redirects",
     )
+
+
+def _get_with_retries(
+    target: _Target, addresses: list[str], policy: FetchPolicy, deadline: float
+) -> bytes | str:
+    """:func:`_get`, again after a jittered backoff while the failure is transient."""
+    for attempt in range(policy.retries + 1):
+        try:
+            return _get(target, addresses, policy, deadline)
+        except ServiceError as exc:
+            delay = random.uniform(0, policy.backoff_s * 2**attempt)  # "full jitter"
+            left = deadline - time.monotonic()
+            if not exc.transient or attempt == policy.retries or delay + 0.1 > left:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -225,26 +257,27 @@ def _port_refused(port: int, policy: FetchPolicy) -> BadRequestError:
 def _resolve_checked(target: _Target, policy: FetchPolicy, deadline: float) -> list[str]:
     """Resolve once; refuse unless every address is allowed; the addresses to try, in order."""
     timeout = min(policy.connect_timeout_s, _remaining(deadline))
+    resolver = policy.resolver or resolve
     try:
-        addresses = _call_with_timeout(policy.resolver, timeout, target.host, target.port)
-    except OSError as exc:
-        raise UnprocessableError(
-            f"Could not resolve {target.host!r}: {exc}", code="dns_failed"
-        ) from exc
-    if not addresses:
-        raise UnprocessableError(f"{target.host!r} has no address.", code="dns_failed")
-    refused = [address for address in addresses if not policy.allows_address(address)]
-    if refused:
-        raise BadRequestError(
-            f"{target.host!r} resolves to a non-public address ({refused[0]}); "
-            "only public internet addresses are fetched.",
-            code="url_not_allowed",
-        )
+        addresses = _call_with_timeout(resolver, timeout, target.host, target.port)
+    except (OSError, UnicodeError) as exc:
+        raise not_fetchable(target.host) from exc
+    if not addresses or not all(policy.allows_address(address) for address in addresses):
+        raise not_fetchable(target.host)
     if target.port not in policy.allowed_ports and not all(
         ipaddress.ip_address(address).is_loopback for address in addresses
     ):
         raise _port_refused(target.port, policy)
     return list(dict.fromkeys(addresses))
+
+
+def not_fetchable(host: str) -> BadRequestError:
+    """The one answer for a host that is refused *or* does not resolve: no oracle for
+    which internal names exist, no echo of the addresses they have."""
+    return BadRequestError(
+        f"{host[:255]!r} is not a public internet host; only those are fetched.",
+        code="url_not_allowed",
+    )
 
 
 def _call_with_timeout(function: Callable[..., Any], timeout: float, *args: Any) -> Any:
@@ -361,7 +394,7 @@ def _connection(
         peer = sock.getpeername()[0]
         if not policy.allows_address(peer):
             sock.close()
-            raise BadRequestError(f"Refused to talk to {peer}.", code="url_not_allowed")
+            raise not_fetchable(target.host)
         return sock
 
     connection._create_connection = create_connection  # type: ignore[attr-defined]
@@ -412,10 +445,12 @@ def _read_response(
             )
         return location
     if response.status != 200:
-        raise UnprocessableError(
+        error = UnprocessableError(
             f"Expected HTTP 200 from {target.host}. Received: {response.status} {response.reason}",
             code="upstream_status",
         )
+        error.transient = response.status in TRANSIENT_STATUSES
+        raise error
     encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise UnprocessableError(
@@ -474,11 +509,13 @@ def _transport_error(target: _Target, exc: BaseException) -> ServiceError:
         return UnprocessableError(
             f"{target.host} sent a malformed HTTP response: {exc!r}", code="bad_response"
         )
-    return UnprocessableError(f"Could not fetch from {target.host}: {exc}", code="connect_failed")
+    error = UnprocessableError(f"Could not fetch from {target.host}: {exc}", code="connect_failed")
+    error.transient = True  # refused, reset, unreachable: worth another try
+    return error
 
 
 def fetch_s3(url: str, policy: FetchPolicy, deadline: float) -> bytes:
-    """``s3://bucket/key`` with the function's own credentials and the same byte cap."""
+    """``s3://bucket/key`` from an allowed bucket: ``HEAD`` for the size, then the bytes."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -490,18 +527,20 @@ def fetch_s3(url: str, policy: FetchPolicy, deadline: float) -> bytes:
     bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
     if not bucket or not key:
         raise BadRequestError(f"Expected s3://bucket/key. Received: {url!r}", code="invalid_url")
-    _remaining(deadline)
-    try:
-        answer = s3_client(policy.connect_timeout_s, policy.read_timeout_s).get_object(
-            Bucket=bucket, Key=key
+    if bucket not in policy.s3_buckets:
+        raise BadRequestError(
+            f"Bucket {bucket[:63]!r} is not one this function reads (S3_ALLOWED_BUCKETS).",
+            code="url_not_allowed",
         )
-        if (answer.get("ContentLength") or 0) > policy.max_bytes:
-            answer["Body"].close()
+    try:
+        size = _s3_for(policy, deadline).head_object(Bucket=bucket, Key=key)["ContentLength"]
+        if size > policy.max_bytes:
             raise PayloadTooLargeError(
-                f"Expected an image of at most {policy.max_bytes:,} bytes. "
-                f"{url} has {answer['ContentLength']:,}."
+                f"Expected an image of at most {policy.max_bytes:,} bytes. {url} has {size:,}."
             )
+        answer = _s3_for(policy, deadline).get_object(Bucket=bucket, Key=key)
         data = answer["Body"].read(policy.max_bytes + 1)
+        answer["Body"].close()
     except (ConnectTimeoutError, ReadTimeoutError) as exc:
         raise UpstreamTimeoutError(f"S3 did not answer in time for {url}: {exc}") from exc
     except ClientError as exc:
@@ -509,16 +548,24 @@ def fetch_s3(url: str, policy: FetchPolicy, deadline: float) -> bytes:
         raise UnprocessableError(f"Could not get {url} from S3: {code}", code="s3_error") from exc
     except BotoCoreError as exc:
         raise UnprocessableError(f"Could not get {url} from S3: {exc}", code="s3_error") from exc
-    if len(data) > policy.max_bytes:
+    if len(data) > policy.max_bytes:  # the object grew between HEAD and GET
         raise PayloadTooLargeError(
             f"Expected an image of at most {policy.max_bytes:,} bytes. {url} has more."
         )
     return data
 
 
+def _s3_for(policy: FetchPolicy, deadline: float) -> Any:
+    """A client whose timeouts (and retries) fit in the time left, in whole seconds."""
+    left = math.ceil(_remaining(deadline))
+    connect, read = min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left)
+    attempts = 2 if 2 * (connect + read) <= left else 1
+    return s3_client(connect, read, attempts)
+
+
 @functools.cache
-def s3_client(connect_timeout_s: float, read_timeout_s: float) -> Any:
-    """One boto3 S3 client per process (boto3 is imported only when s3:// is used)."""
+def s3_client(connect_timeout_s: float, read_timeout_s: float, attempts: int = 2) -> Any:
+    """One boto3 S3 client per timeout setting (boto3 is imported only when s3:// is used)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -527,6 +574,6 @@ def s3_client(connect_timeout_s: float, read_timeout_s: float) -> Any:
         config=BotoConfig(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
         ),
     )

@@ -18,6 +18,7 @@ from typing import Any
 from lambda_function import events
 from lambda_function.config import TEST_ONLY_LOOPBACK, Config
 from lambda_function.errors import to_service_error
+from lambda_function.observe import RequestTrace
 from lambda_function.service import Service
 
 logger = logging.getLogger("lambda_function")
@@ -49,32 +50,31 @@ def get_service() -> Service:
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Classify the image(s) ``event`` names; see the README's API contract."""
-    started = time.monotonic()
+    trace = RequestTrace()
     request_id = getattr(context, "aws_request_id", "") or str(uuid.uuid4())
     source = events.source_of(event)
+    cold_start, _process["cold"] = _process["cold"], False
     try:
         service = get_service()
         config = service.config
         request = events.parse(
-            event, source, max_bytes=config.max_image_bytes, max_batch=config.max_batch
+            event, source, max_bytes=config.upload_cap, max_batch=config.max_batch
         )
-        payload = service.answer(request, service.deadline(_remaining_s(context)))
+        trace.describe(request)
+        payload = service.answer(request, service.deadline(_remaining_s(context)), trace)
         status, code = 200, ""
     except Exception as exc:  # noqa: BLE001 - the one place where failures become answers
         error = to_service_error(exc)
         payload, status, code = error.to_payload(request_id), error.status, error.code
-    logger.info(
-        json.dumps(
-            {
-                "request_id": request_id,
-                "source": source,
-                "status": status,
-                "code": code,
-                "ms": round((time.monotonic() - started) * 1000, 1),
-            }
-        )
+    line = trace.log_line(
+        request_id=request_id, source=source, status=status, code=code, cold_start=cold_start
     )
+    logger.info(json.dumps(line))
     return events.respond(source, status, payload)
+
+
+_process = {"cold": True}
+"""Whether this process has answered a request yet (the log's ``cold_start``)."""
 
 
 def _remaining_s(context: Any) -> float:

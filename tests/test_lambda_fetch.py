@@ -401,20 +401,61 @@ def _s3_object(data: bytes, length: int | None = None) -> dict[str, object]:
     }
 
 
+def _s3_head(length: int) -> dict[str, object]:
+    return {"ContentLength": length}
+
+
+S3 = {"s3_buckets": ("shop",)}
+
+
 def test_s3_urls_are_read_with_the_functions_credentials(stubbed_s3) -> None:  # type: ignore[no-untyped-def]
-    stubbed_s3.add_response("get_object", _s3_object(JPEG), {"Bucket": "shop", "Key": "a b.jpg"})
-    assert fetch("s3://shop/a%20b.jpg", policy(), soon()) == JPEG
+    where = {"Bucket": "shop", "Key": "a b.jpg"}
+    stubbed_s3.add_response("head_object", _s3_head(len(JPEG)), where)
+    stubbed_s3.add_response("get_object", _s3_object(JPEG), where)
+    assert fetch("s3://shop/a%20b.jpg", policy(**S3), soon()) == JPEG
 
 
-def test_s3_objects_over_the_cap_are_too_large(stubbed_s3) -> None:  # type: ignore[no-untyped-def]
-    stubbed_s3.add_response("get_object", _s3_object(JPEG, 10**9), {"Bucket": "shop", "Key": "k"})
-    assert refused("s3://shop/k", policy()).status == 413
+def test_s3_objects_over_the_cap_are_refused_after_head_without_download(stubbed_s3) -> None:  # type: ignore[no-untyped-def]
+    stubbed_s3.add_response("head_object", _s3_head(10**9), {"Bucket": "shop", "Key": "k"})
+    assert refused("s3://shop/k", policy(**S3)).status == 413  # no get_object was stubbed
+
+
+def test_s3_objects_that_grow_past_the_cap_after_head_are_cut_off(stubbed_s3) -> None:  # type: ignore[no-untyped-def]
+    stubbed_s3.add_response("head_object", _s3_head(10), {"Bucket": "shop", "Key": "k"})
+    big = b"x" * 200_000
+    stubbed_s3.add_response("get_object", _s3_object(big), {"Bucket": "shop", "Key": "k"})
+    assert refused("s3://shop/k", policy(**S3)).status == 413
 
 
 def test_missing_s3_objects_are_unprocessable(stubbed_s3) -> None:  # type: ignore[no-untyped-def]
-    stubbed_s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
-    error = refused("s3://shop/missing.jpg", policy())
+    stubbed_s3.add_client_error("head_object", "404", http_status_code=404)
+    error = refused("s3://shop/missing.jpg", policy(**S3))
     assert (error.status, error.code) == (422, "s3_error")
+
+
+def test_s3_buckets_off_the_allow_list_are_refused_without_a_call(stubbed_s3) -> None:  # type: ignore[no-untyped-def]
+    for allowed in [(), ("other",)]:
+        error = refused("s3://shop/a.jpg", policy(s3_buckets=allowed))
+        assert (error.status, error.code) == (400, "url_not_allowed")
+
+
+def test_s3_client_timeouts_never_exceed_the_time_left(monkeypatch) -> None:
+    made: list[tuple[float, float, int]] = []
+
+    class Client:
+        def head_object(self, **kwargs: object) -> dict[str, object]:
+            raise AssertionError("stop here")
+
+    def client(connect: float, read: float, attempts: int = 2) -> Client:
+        made.append((connect, read, attempts))
+        return Client()
+
+    monkeypatch.setattr(fetch_module, "s3_client", client)
+    with pytest.raises(AssertionError):
+        fetch("s3://shop/k", policy(**S3), soon(1.5))
+    with pytest.raises(AssertionError):
+        fetch("s3://shop/k", policy(**S3), soon(60))
+    assert made == [(2, 2, 1), (3.0, 5.0, 2)]
 
 
 def test_s3_urls_need_a_bucket_and_a_key() -> None:

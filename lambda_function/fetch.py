@@ -59,6 +59,8 @@ MAX_URL_LENGTH = 2048
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 USER_AGENT = "fashion-classifier/0.1 (+image fetcher)"
+MIN_ATTEMPT_S = 0.25
+"""A retry starts only if at least this much time is left after its backoff."""
 _CHUNK = 64 * 1024
 _PATH_SAFE = "/%:@!$&'()*+,;=?~-._"  # what may stay as is; anything else (non-ASCII) is quoted
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
@@ -186,7 +188,7 @@ def _get_with_retries(
         except ServiceError as exc:
             delay = random.uniform(0, policy.backoff_s * 2**attempt)  # "full jitter"
             left = deadline - time.monotonic()
-            if not exc.transient or attempt == policy.retries or delay + 0.1 > left:
+            if not exc.transient or attempt == policy.retries or delay + MIN_ATTEMPT_S > left:
                 raise
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -134,12 +134,15 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 
 
 class ImageServer(ThreadingHTTPServer):
-    """A loopback HTTP server whose paths are test-defined routes; counts connections."""
+    """A loopback HTTP server whose paths are test-defined routes; counts connections.
+
+    ``host`` may be any 127.0.0.x: a second listener there stands for an internal
+    service that must never be reached."""
 
     daemon_threads = True
 
-    def __init__(self, routes: dict[str, Route]) -> None:
-        super().__init__(("127.0.0.1", 0), _RouteHandler)
+    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), _RouteHandler)
         self.routes = routes
         self.connections = 0
         self.hosts: list[str] = []
@@ -151,8 +154,12 @@ class ImageServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # the fetcher hangs up on purpose (a body over the cap, a deadline)
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.server_address[1]}{path}"
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.server_address[0]}:{self.port}{path}"
 
 
 class _RouteHandler(BaseHTTPRequestHandler):
@@ -171,8 +178,8 @@ class _RouteHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serving(routes: dict[str, Route]) -> Iterator[ImageServer]:
-    server = ImageServer(routes)
+def serving(routes: dict[str, Route], host: str = "127.0.0.1") -> Iterator[ImageServer]:
+    server = ImageServer(routes, host)
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:

@@ -34,6 +34,7 @@ import http.client
 import ipaddress
 import math
 import random
+import re
 import socket
 import ssl
 import threading
@@ -59,6 +60,7 @@ MAX_URL_LENGTH = 2048
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 USER_AGENT = "fashion-classifier/0.1 (+image fetcher)"
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 MIN_ATTEMPT_S = 0.25
 """A retry starts only if at least this much time is left after its backoff."""
 _CHUNK = 64 * 1024
@@ -246,9 +248,12 @@ def _ascii_host(host: str) -> str:
             raise BadRequestError("IPv6 zone identifiers are refused.", code="invalid_url")
         return host
     try:
-        return host.encode("idna").decode("ascii")
+        ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise BadRequestError(f"Malformed host name {host!r}.", code="invalid_url") from exc
+    if not _HOST_NAME.fullmatch(ascii_host):  # IDNA lets spaces and other oddities through
+        raise BadRequestError(f"Malformed host name {host!r}.", code="invalid_url")
+    return ascii_host
 
 
 def _port_refused(port: int, policy: FetchPolicy) -> BadRequestError:

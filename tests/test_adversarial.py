@@ -459,11 +459,18 @@ def test_every_pillow_mode_and_exif_orientation_is_classified(strict, case) -> N
         ({"url": "http://" + "a" * 3000 + ".test/"}, (400, "invalid_url")),
         ({"url": "http://exa mple.com/a.jpg"}, (400, "invalid_url")),
         ({"url": "javascript:alert(1)"}, (400, "invalid_url")),
+        ({"url": "http://\xa0/a.jpg"}, (400, "invalid_url")),
         ({"url": "s3://not-allowed-bucket/a.jpg"}, (400, "url_not_allowed")),
     ],
 )  # fmt: skip
 def test_malformed_direct_events_get_their_status(strict, event: Any, expected) -> None:
     assert status_of(invoke(event)) == expected
+
+
+def test_a_host_that_idna_turns_into_spaces_is_a_400_not_a_500(strict) -> None:
+    """Found by fuzzing: IDNA encodes "\\xa0" to a name with a space in it."""
+    (item,) = invoke({"urls": ["http://\xa0/"]})["results"]
+    assert (item["status"], item["error"]["code"]) == (400, "invalid_url")
 
 
 def _api(body: Any, content_type: str = "application/json", **fields: Any) -> dict[str, Any]:

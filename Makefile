@@ -15,7 +15,7 @@ DEPLOY_BIN := $(DEPLOY_VENV)/bin
 SAMPLES ?= $(foreach c,pants shoes dress t-shirt,$(firstword $(sort $(wildcard $(DATA_DIR)/test/$(c)/*.jpg))))
 IMAGES ?= $(SAMPLES)
 
-.PHONY: run train bench-train test lint lint-deploy classify bench-serve setup setup-deploy data clean bench-parity
+.PHONY: run train bench-train test lint lint-deploy classify bench-serve bench-soak setup setup-deploy data clean bench-parity
 
 # The main job, end to end: train the 299 px model, convert it to a verified ONNX model,
 # then classify sample photos of the test split through the Lambda handler.
@@ -50,6 +50,10 @@ classify: setup
 # Cold start and warm latency of the serving path at 299; figures in artifacts/bench/.
 bench-serve: setup
 	$(BIN)/python bench/serve_latency.py
+
+# 5,000 good and hostile requests in one process + parallel clients; artifacts/bench/soak.*
+bench-soak: setup
+	$(BIN)/python bench/soak.py
 
 .PHONY: convert bench-convert
 # The best run of artifacts/training -> artifacts/model/model.onnx, verified against Keras on

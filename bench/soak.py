@@ -2,6 +2,7 @@
 
     python bench/soak.py [--invocations 5000] [--model tiny|real|PATH] [--clients 8]
     # or: make bench-soak             -> artifacts/bench/soak.{json,md}
+    python bench/soak.py --model real --name soak_real   # the trained 299 model
 
 1. **Soak**: ``--invocations`` calls of ``lambda_handler`` in this process, cycling
    through a mix of good requests (URLs, uploads, API Gateway events, batches) and bad
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny", help="tiny, real or a path to a model.onnx")
     parser.add_argument("--clients", type=int, default=SoakConfig.clients)
     parser.add_argument("--requests-per-client", type=int, default=SoakConfig.requests_per_client)
+    parser.add_argument("--name", default="soak", help="report names: artifacts/bench/NAME.*")
     args = parser.parse_args(argv)
     config = SoakConfig(
         invocations=args.invocations,
@@ -87,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = run(config)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
-    (OUT / "soak.md").write_text(markdown(report))
+    (OUT / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (OUT / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
     return 0 if report["passed"] else 1
 

@@ -415,3 +415,35 @@ def test_base64_is_decoded_strictly_but_tolerates_line_breaks(configure) -> None
     wrapped = base64.encodebytes(image_bytes(RED)).decode("ascii")
     assert "\n" in wrapped
     assert invoke({"image": wrapped})["category"] == LABELS[0]
+
+
+def test_hardening_settings_are_read_and_checked() -> None:
+    config = Config.from_env({"FETCH_RETRIES": "0", "S3_ALLOWED_BUCKETS": " shop, models ,"})
+    assert (config.fetch_retries, config.s3_allowed_buckets) == (0, ("shop", "models"))
+    assert Config.from_env({}).s3_allowed_buckets == ()
+    assert Config.from_env({"MAX_IMAGE_BYTES": "1000"}).upload_cap == 1000
+    with pytest.raises(ValueError, match=r"FETCH_RETRIES.*Received: '9'"):
+        Config.from_env({"FETCH_RETRIES": "9"})
+
+
+def test_an_s3_url_is_read_from_an_allowed_bucket_head_first(configure, monkeypatch) -> None:
+    from lambda_function import fetch
+
+    calls: list[str] = []
+
+    class FakeS3:
+        def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+            calls.append(f"head {Bucket}/{Key}")
+            return {"ContentLength": len(image_bytes(BLUE))}
+
+        def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+            import io
+
+            calls.append(f"get {Bucket}/{Key}")
+            return {"Body": io.BytesIO(image_bytes(BLUE))}
+
+    monkeypatch.setattr(fetch, "s3_client", lambda *args: FakeS3())
+    configure(S3_ALLOWED_BUCKETS="shop-uploads")
+    assert invoke({"url": "s3://shop-uploads/listing/1.jpg"})["category"] == LABELS[2]
+    assert_error(invoke({"url": "s3://other-bucket/listing/1.jpg"}), "url_not_allowed")
+    assert calls == ["head shop-uploads/listing/1.jpg", "get shop-uploads/listing/1.jpg"]

@@ -287,15 +287,28 @@ def not_fetchable(host: str) -> BadRequestError:
     )
 
 
+MAX_PENDING_LOOKUPS = 8
+_lookup_slots = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+"""A lookup abandoned at its deadline keeps its thread until ``getaddrinfo`` returns; this
+bounds how many such threads a DNS outage can pile up in one warm container."""
+
+
 def _call_with_timeout(function: Callable[..., Any], timeout: float, *args: Any) -> Any:
     """``getaddrinfo`` has no timeout of its own: run it where we can stop waiting."""
     outcome: dict[str, Any] = {}
+    if not _lookup_slots.acquire(blocking=False):
+        raise UpstreamTimeoutError(
+            f"{MAX_PENDING_LOOKUPS} earlier name lookups have not returned yet; "
+            f"not resolving {args[0]!r}."
+        )
 
     def run() -> None:
         try:
             outcome["value"] = function(*args)
         except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
             outcome["error"] = exc
+        finally:
+            _lookup_slots.release()
 
     thread = threading.Thread(target=run, name="resolve", daemon=True)
     thread.start()

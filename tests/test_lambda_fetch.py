@@ -498,3 +498,29 @@ def test_the_next_checked_address_is_tried_when_one_does_not_answer() -> None:
         port = server.server_address[1]
         both = policy(resolver=lambda h, p: ["127.0.0.2", "127.0.0.1"])
         assert fetch(f"http://images.test:{port}/a.jpg", both, soon()) == JPEG
+
+
+def test_lookups_left_hanging_are_bounded_and_their_threads_end_when_dns_answers() -> None:
+    release = threading.Event()
+    started: list[str] = []
+
+    def hanging(host: str, port: int) -> list[str]:
+        started.append(host)
+        release.wait(10)
+        return ["8.8.8.8"]
+
+    slow_dns = policy(resolver=hanging)
+    try:
+        for i in range(fetch_module.MAX_PENDING_LOOKUPS):
+            assert refused(f"http://slow-{i}.test/", slow_dns, soon(0.05)).status == 504
+        error = refused("http://one-more.test/", slow_dns, soon(5))
+        assert error.status == 504 and "have not returned" in error.message
+        assert "one-more.test" not in started
+    finally:
+        release.set()
+    fast_dns = policy(resolver=lambda h, p: ["10.0.0.1"])
+    deadline = time.monotonic() + 5
+    while refused("http://after.test/", fast_dns).status == 504:  # threads ending
+        assert time.monotonic() < deadline, "the hung lookups' slots were never freed"
+        time.sleep(0.01)
+    assert refused("http://after.test/", fast_dns).status == 400

@@ -22,6 +22,8 @@ class ServiceError(Exception):
     code = "internal_error"
     transient = False
     """Whether trying again may succeed (the fetcher retries only these)."""
+    retry_after_s = 0.0
+    """How long the upstream asked us to wait first (its ``Retry-After``)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

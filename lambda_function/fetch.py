@@ -13,7 +13,8 @@
 A host that is refused and a host that does not resolve get the same answer, so the
 service cannot be used to map which internal names exist. Transient upstream failures
 (a refused or reset connection, HTTP 429/502/503/504) are retried, at most ``retries``
-times, after a jittered backoff that must fit before the deadline, against the same
+times, after a jittered backoff (or the ``Retry-After`` asked for) that must fit before
+the deadline, against the same
 checked addresses (never a second lookup); nothing else is retried.
 
 The body is read with ``Accept-Encoding: identity`` (nothing is ever decompressed),
@@ -188,7 +189,8 @@ def _get_with_retries(
         try:
             return _get(target, addresses, policy, deadline)
         except ServiceError as exc:
-            delay = random.uniform(0, policy.backoff_s * 2**attempt)  # "full jitter"
+            jitter = random.uniform(0, policy.backoff_s * 2**attempt)  # "full jitter"
+            delay = max(jitter, exc.retry_after_s)
             left = deadline - time.monotonic()
             if not exc.transient or attempt == policy.retries or delay + MIN_ATTEMPT_S > left:
                 raise
@@ -470,6 +472,8 @@ def _read_response(
             code="upstream_status",
         )
         error.transient = response.status in TRANSIENT_STATUSES
+        retry_after = (response.getheader("Retry-After") or "").strip()
+        error.retry_after_s = float(retry_after) if retry_after.isdigit() else 0.0
         raise error
     encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":

@@ -327,6 +327,16 @@ def test_only_transient_statuses_are_retried(strict, public, status: int, attemp
     assert public.connections == attempts
 
 
+@pytest.mark.parametrize(("retry_after", "attempts"), [("1", 2), ("120", 1)])
+def test_a_retry_after_is_honoured_when_it_fits_and_ends_the_retries_when_not(
+    strict, public, retry_after: str, attempts: int
+) -> None:
+    strict(FETCH_TIMEOUT=1.5)
+    public.routes["/x"] = send(b"slow down", status=429, Retry_After=retry_after)
+    assert status_of(invoke({"url": public.url("/x")})) == (422, "upstream_status")
+    assert public.connections == attempts
+
+
 def test_refusals_and_caps_are_never_retried(strict, internal, public) -> None:
     public.routes["/big"] = send(b"x", Content_Length=str(10**9))
     assert status_of(invoke({"url": public.url("/big")}))[0] == 413

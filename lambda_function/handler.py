@@ -2,7 +2,8 @@
 
 Inside Lambda (``AWS_LAMBDA_RUNTIME_API`` is set) the model is loaded and warmed up at
 import, during the init phase. Elsewhere (tests, the CLI) importing this module is
-cheap and the model loads on first use.
+cheap and the model loads on first use. Every request logs one JSON line
+(:mod:`lambda_function.observe`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def get_service() -> Service:
     return service
 
 
+_process = {"cold": True}
+"""Whether this process has answered a request yet (the log's ``cold_start``)."""
+
+
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Classify the image(s) ``event`` names; see the README's API contract."""
     trace = RequestTrace()
@@ -71,10 +76,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     )
     logger.info(json.dumps(line))
     return events.respond(source, status, payload)
-
-
-_process = {"cold": True}
-"""Whether this process has answered a request yet (the log's ``cold_start``)."""
 
 
 def _remaining_s(context: Any) -> float:

@@ -4,8 +4,8 @@ Every case asserts the status it must get. Address cases run a real listener on
 127.0.0.2 (the "internal service") with the test-only loopback setting **off**, feed
 fake DNS answers by patching ``fetch.resolve``, and assert that no connection ever
 reached the listener. Where a case needs a reachable "public" server, 127.0.0.1
-stands in for the internet (``is_public`` is widened to that one address); 127.0.0.2
-and 127.0.0.3 stay internal. Cases already covered at the fetcher's level live in
+stands in for the internet (``is_public`` is widened to that one address); the
+rest of 127.0.0.0/8 stays internal. Cases already covered at the fetcher's level live in
 ``tests/test_lambda_fetch.py``; these add to them.
 """
 

@@ -139,16 +139,26 @@ def scale(pixels: np.ndarray) -> np.ndarray:
     return x
 
 
+def pixels(image: Image.Image, size: int) -> np.ndarray:
+    """A decoded RGB image to uint8 pixels of shape ``(size, size, 3)``."""
+    return np.asarray(resize(image, size), dtype=np.uint8)
+
+
+def model_input(image: Image.Image, size: int) -> np.ndarray:
+    """A decoded RGB image to model input: float32 ``(1, size, size, 3)`` in [-1, 1]."""
+    return scale(pixels(image, size))[np.newaxis]
+
+
 def load_pixels(data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode and resize ``data`` into uint8 pixels of shape ``(size, size, 3)``."""
     _check_target_size(size)
-    image = resize(decode_image(data, max_pixels=max_pixels), size)
-    return np.asarray(image, dtype=np.uint8)
+    return pixels(decode_image(data, max_pixels=max_pixels), size)
 
 
 def preprocess(data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Image bytes to model input: float32 of shape ``(1, size, size, 3)`` in [-1, 1]."""
-    return scale(load_pixels(data, size, max_pixels=max_pixels))[np.newaxis]
+    _check_target_size(size)
+    return model_input(decode_image(data, max_pixels=max_pixels), size)
 
 
 def preprocess_batch(

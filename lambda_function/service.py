@@ -15,7 +15,7 @@ from lambda_function.events import Item, Request
 from lambda_function.fetch import FetchPolicy, fetch
 from lambda_function.model import Classifier, download_model
 from lambda_function.observe import ItemTrace, RequestTrace, elapsed_ms
-from lambda_function.preprocessing import decode_image, resize, scale
+from lambda_function.preprocessing import decode_image, model_input
 
 FETCH_WORKERS = 4
 
@@ -95,13 +95,13 @@ class Service:
             return to_service_error(exc)
 
     def _preprocess(self, data: bytes, trace: ItemTrace) -> np.ndarray:
-        """``preprocessing.preprocess``, step by step, to see the decoded size on the way."""
+        """``preprocessing.preprocess`` in its two steps, to see the decoded size on the way."""
         started = time.monotonic()
         image = decode_image(data, max_pixels=self.config.max_pixels)
         trace.width, trace.height = image.size
-        pixels = np.asarray(resize(image, self.classifier.metadata.image_size), dtype=np.uint8)
+        x = model_input(image, self.classifier.metadata.image_size)
         trace.decode_ms = elapsed_ms(started)
-        return scale(pixels)[np.newaxis]
+        return x
 
 
 def _item_error(error: ServiceError) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def test_an_api_gateway_error_logs_its_status_and_code(function) -> None:
 
 @pytest.mark.parametrize("case", images.cases()[:6], ids=lambda case: case.name)
 def test_the_services_step_by_step_preprocessing_is_the_contracts(function, case) -> None:
-    """The service decodes, resizes and scales itself (to log the decoded size): it must
+    """The service decodes and prepares in two steps (to log the decoded size): it must
     produce exactly what ``preprocessing.preprocess`` does."""
     from lambda_function.observe import ItemTrace
 

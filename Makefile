@@ -67,8 +67,9 @@ bench-convert: setup data
 
 setup: $(VENV)/.installed
 
+# A venv whose pip does not run (missing, or an interrupted install) is made anew.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --editable ".[dev]"
 	touch $@
@@ -76,7 +77,7 @@ $(VENV)/.installed: pyproject.toml
 setup-deploy: $(DEPLOY_VENV)/.installed
 
 $(DEPLOY_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(DEPLOY_VENV)
 	$(DEPLOY_BIN)/pip install --quiet --upgrade pip
 	$(DEPLOY_BIN)/pip install --quiet $$($(PYTHON) -c "import tomllib; \
 	  print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['deploy-lint']))")

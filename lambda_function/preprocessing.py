@@ -39,7 +39,7 @@ WHITE = (255, 255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 EXIF_ORIENTATION = 0x0112
-_UPRIGHT = {  # EXIF orientation -> the transpose that shows the stored pixels upright
+UPRIGHT = {  # EXIF orientation -> the transpose that shows the stored pixels upright
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -101,7 +101,7 @@ def upright(image: Image.Image) -> Image.Image:
         orientation = image.getexif().get(EXIF_ORIENTATION)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return image
-    method = _UPRIGHT.get(orientation)
+    method = UPRIGHT.get(orientation)
     return image if method is None else image.transpose(method)
 
 

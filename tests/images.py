@@ -16,20 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-WIDTH, HEIGHT = 203, 157
-ORIENTATION = 0x0112
+from lambda_function.preprocessing import EXIF_ORIENTATION, UPRIGHT
 
-# EXIF orientation -> the transpose that turns the stored pixels upright (EXIF 2.32).
-UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-# ... and its inverse, to store an upright picture under a given orientation.
+WIDTH, HEIGHT = 203, 157
+# The inverse of the service's EXIF mapping (itself checked against Pillow's
+# exif_transpose in test_preprocessing.py), to store an upright picture under an orientation.
 STORED = {
     **{k: v for k, v in UPRIGHT.items() if k not in (6, 8)},
     6: Image.Transpose.ROTATE_90,
@@ -82,7 +73,7 @@ def sixteen_to_eight(image: Image.Image) -> Image.Image:
 def with_orientation(upright: Image.Image, orientation: int, fmt: str = "PNG") -> bytes:
     """Store ``upright`` rotated/flipped, tagged so that a viewer shows it upright."""
     exif = Image.Exif()
-    exif[ORIENTATION] = orientation
+    exif[EXIF_ORIENTATION] = orientation
     return encode(upright.transpose(STORED[orientation]), fmt, exif=exif.tobytes())
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lambda_function import preprocessing as pp
-from tests.images import UPRIGHT, animated_gif, encode, noise, with_orientation
+from lambda_function.preprocessing import UPRIGHT
+from tests.images import animated_gif, encode, noise, with_orientation
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -15,7 +15,8 @@ DEPLOY_BIN := $(DEPLOY_VENV)/bin
 SAMPLES ?= $(foreach c,pants shoes dress t-shirt,$(firstword $(sort $(wildcard $(DATA_DIR)/test/$(c)/*.jpg))))
 IMAGES ?= $(SAMPLES)
 
-.PHONY: run train bench-train test lint lint-deploy classify bench-serve bench-soak setup setup-deploy data clean bench-parity
+.PHONY: run train convert classify test lint lint-deploy setup setup-deploy data clean \
+	bench-parity bench-train bench-convert bench-serve bench-soak
 
 # The main job, end to end: train the 299 px model, convert it to a verified ONNX model,
 # then classify sample photos of the test split through the Lambda handler.
@@ -55,7 +56,6 @@ bench-serve: setup
 bench-soak: setup
 	$(BIN)/python bench/soak.py
 
-.PHONY: convert bench-convert
 # The best run of artifacts/training -> artifacts/model/model.onnx, verified against Keras on
 # every validation photo (+ report.json). CONVERT_FLAGS="--optimize --int8" adds the variants.
 convert: setup data

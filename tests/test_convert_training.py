@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from convert.cli import main as convert
 from convert.metadata import read_metadata
+from tests.datasets import copy_subset
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,7 @@ SIZE = 71
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, data_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "ds"
-    for split in ("train", "validation", "test"):
-        for label in CLASSES:
-            (root / split / label).mkdir(parents=True)
-            for image in sorted((data_dir / split / label).iterdir())[:4]:
-                shutil.copy(image, root / split / label / image.name)
-    return root
+    return copy_subset(data_dir, tmp_path_factory.mktemp("tiny") / "ds", CLASSES, per_class=4)
 
 
 @pytest.fixture(scope="module")

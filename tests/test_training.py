@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from lambda_function import preprocessing
+from tests.datasets import copy_subset
 from training import data
 
 pytestmark = [
@@ -54,15 +54,6 @@ def real_run(tmp_path_factory, dataset: Path, xception_weights: Path):
     ws = Workspace(data.scan(dataset), xception_weights, out, out / "cache", verbose=0)
     cfg = RunConfig(image_size=SIZE, learning_rate=0.01, size_inner=16, epochs=6, seed=5)
     return ws, train_run(ws, cfg)
-
-
-def copy_subset(source: Path, target: Path, classes, per_class: int) -> Path:
-    for split in data.SPLITS:
-        for label in classes:
-            (target / split / label).mkdir(parents=True)
-            for image in sorted((source / split / label).iterdir())[:per_class]:
-                shutil.copy(image, target / split / label / image.name)
-    return target
 
 
 def test_train_writes_manifest_with_the_shared_conventions(trained: Path) -> None:

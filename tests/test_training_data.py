@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lambda_function import preprocessing
+from tests.datasets import copy_subset
 from training import data
 from training.evaluate import classification_metrics
 
@@ -20,15 +21,6 @@ CLASSES = ("dress", "hat", "pants")
 def tiny(tmp_path: Path, data_dir: Path) -> Path:
     """Two real images per class and split, copied from DATA_DIR."""
     return copy_subset(data_dir, tmp_path / "ds", CLASSES, per_class=2)
-
-
-def copy_subset(source: Path, target: Path, classes, per_class: int) -> Path:
-    for split in data.SPLITS:
-        for label in classes:
-            (target / split / label).mkdir(parents=True)
-            for image in sorted((source / split / label).iterdir())[:per_class]:
-                shutil.copy(image, target / split / label / image.name)
-    return target
 
 
 def test_labels_are_sorted_class_folders_and_targets_follow_them(tiny: Path) -> None:

@@ -14,6 +14,6 @@ RUN python3 -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 
     && rm /tmp/pyproject.toml /tmp/requirements.txt
 
 COPY lambda_function/ ${LAMBDA_TASK_ROOT}/lambda_function/
-COPY artifacts/model/model.onnx ${LAMBDA_TASK_ROOT}/lambda_function/model.onnx
+COPY artifacts/model/model.int8.onnx ${LAMBDA_TASK_ROOT}/lambda_function/model.onnx
 
 CMD ["lambda_function.lambda_handler"]

@@ -16,6 +16,9 @@ PACKAGE_MODEL = Path(__file__).resolve().parent / "model.onnx"
 CONVERTED_MODEL = Path("artifacts/model/model.onnx")
 """Where ``python -m convert`` writes it, for local use from the repository root."""
 
+CONVERTED_INT8 = CONVERTED_MODEL.with_name("model.int8.onnx")
+"""Its int8 variant (``--int8``, what ``make run`` ships): preferred when it is there."""
+
 LAMBDA_MB_PER_VCPU = 1769
 """Lambda gives a function one full vCPU per 1,769 MB of memory, whatever ``nproc`` says."""
 
@@ -86,8 +89,11 @@ class Config:
 
 
 def default_model_path() -> Path:
-    """The baked-in model when there is one, else the converter's output."""
-    return PACKAGE_MODEL if PACKAGE_MODEL.is_file() else CONVERTED_MODEL
+    """The baked-in model when there is one, else the converter's int8, else its fp32 output."""
+    for path in (PACKAGE_MODEL, CONVERTED_INT8):
+        if path.is_file():
+            return path
+    return CONVERTED_MODEL
 
 
 def default_threads(env: Mapping[str, str]) -> int:

@@ -51,7 +51,7 @@ def test_the_image_installs_exactly_the_serve_extra(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["pyproject.toml", "lambda_function/handler.py", "artifacts/model/model.onnx"]
+    "path", ["pyproject.toml", "lambda_function/handler.py", "artifacts/model/model.int8.onnx"]
 )
 def test_the_docker_context_lets_in_what_the_image_copies(path: str) -> None:
     assert _admitted(path)
@@ -65,7 +65,7 @@ def test_the_docker_context_lets_in_what_the_image_copies(path: str) -> None:
         "tests/conftest.py",
         "data/clothing-dataset-small/train/pants/a.jpg",
         "artifacts/training/model.h5",
-        "artifacts/model/model.int8.onnx",
+        "artifacts/model/model.onnx",
         ".venv/bin/python",
         "lambda_function/__pycache__/handler.cpython-312.pyc",
         "lambda_function/model.onnx",

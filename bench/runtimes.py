@@ -1,16 +1,17 @@
 """Side by side: the same model under Keras, LiteRT and onnxruntime (fp32, optimised, int8).
 
-    python bench/runtimes.py [TRAINING_DIR] [--onnx-dir artifacts/bench/convert]
+    python bench/runtimes.py [TRAINING_DIR ...] [--onnx-dir DIR ...]
     # or: make bench-runtimes          -> artifacts/bench/runtimes.{json,md}
 
 Every runtime runs in a **fresh process** that times its cold start (import the runtime,
 open the model, first answer on a real photo) and reads its peak RSS right after the
 first answer; then batch-1 latency (p50/p95), batch-8 throughput and test accuracy on
-every test photo, preprocessed once by ``lambda_function.preprocessing``. The models:
-the best run's ``.h5`` of TRAINING_DIR (Keras; LiteRT converts it with
-``tf.lite.TFLiteConverter.from_keras_model``, fp32) and ``model.onnx``,
-``model.optimized.onnx`` and ``model.int8.onnx`` of ``--onnx-dir`` (``make
-bench-convert`` writes all three). Variants whose file is missing are left out.
+every test photo, preprocessed once by ``lambda_function.preprocessing``. The models,
+one table per TRAINING_DIR (default ``artifacts/training``): the best run's ``.h5``
+(Keras; LiteRT converts it with ``tf.lite.TFLiteConverter.from_keras_model``, fp32) and
+``model.onnx``, ``model.optimized.onnx``, ``model.int8.onnx`` of its ``--onnx-dir``
+(``make bench-convert`` writes all three for the first). Variants whose file is missing
+are left out. The serving measurements below use the first folder's model.
 
 Also measured: the fp32 matmul peak of this CPU (numpy, in a child without
 ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE``), onnxruntime session options (threads,
@@ -68,8 +69,8 @@ BATCH = 8
 class Settings:
     """One run's options (see ``--help``)."""
 
-    training_dir: Path
-    onnx_dir: Path
+    training_dirs: tuple[Path, ...]
+    onnx_dirs: tuple[Path, ...]
     out: Path
     data_dir: Path
     iterations: int
@@ -95,12 +96,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> tuple[Settings, Callable[[], Any] | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("training_dir", nargs="?", type=Path, default=Path("artifacts/training"))
+    parser.add_argument(
+        "training_dirs",
+        nargs="*",
+        type=Path,
+        default=[Path("artifacts/training")],
+        help="training folders (manifest.json), one table each; the first is the shipped one",
+    )
     parser.add_argument(
         "--onnx-dir",
         type=Path,
-        default=Path("artifacts/bench/convert"),
-        help="folder with model.onnx, model.optimized.onnx, model.int8.onnx",
+        action="append",
+        help="per training folder, in order: the folder with model.onnx, model.optimized.onnx "
+        "and model.int8.onnx (default: artifacts/bench/convert for the first, "
+        "TRAINING_DIR/onnx for the others)",
     )
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     parser.add_argument(
@@ -120,8 +129,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Callable[[], Any] | No
     parser.add_argument("--to-tflite", nargs=2, metavar=("H5", "TFLITE"), help="internal")
     args = parser.parse_args(argv)
     settings = Settings(
-        training_dir=args.training_dir,
-        onnx_dir=args.onnx_dir,
+        training_dirs=tuple(args.training_dirs),
+        onnx_dirs=onnx_dirs(args.training_dirs, args.onnx_dir or []),
         out=args.out,
         data_dir=args.data_dir,
         iterations=args.iterations,
@@ -139,12 +148,56 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Callable[[], Any] | No
     return settings, None
 
 
+def onnx_dirs(training_dirs: list[Path], given: list[Path]) -> tuple[Path, ...]:
+    defaults = [Path("artifacts/bench/convert")] + [d / "onnx" for d in training_dirs[1:]]
+    return tuple(given + defaults[len(given) :])
+
+
 # --- the parent: prepare once, then one fresh process per measurement -------------------
 
 
 def run_all(settings: Settings) -> dict[str, Any]:
     started = time.perf_counter()
-    manifest_dir = settings.training_dir
+    models = [
+        measure_model(settings, training_dir, onnx_dir)
+        for training_dir, onnx_dir in zip(settings.training_dirs, settings.onnx_dirs, strict=False)
+    ]
+    shipped = models[0]
+    report: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python bench/runtimes.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "versions": versions(),
+        "settings": {
+            "threads": settings.threads,
+            "batch1_iterations": settings.iterations,
+            "batch8_runs": settings.batches,
+        },
+        "matmul_peak_gflops": matmul_peak(quick=settings.quick),
+        "models": models,
+    }
+    paths = shipped.pop("paths")
+    for model in models[1:]:
+        model.pop("paths")
+    default = paths.get(DEFAULT_VARIANT) or paths.get("ort_fp32")
+    arrays, size = Path(shipped["test_arrays"]), shipped["image_size"]
+    if default is not None:
+        log("session options and preprocessing")
+        report["session_options"] = child(
+            ["--child", "options", str(default), str(arrays)], settings
+        )
+        report["session_options"]["model"] = default.name
+        report["preprocessing"] = preprocessing_cost(settings, size, arrays)
+    if not settings.quick and default is not None:
+        log("the handler end to end")
+        report["handler"] = handler_end_to_end(default, settings.serve_requests)
+        report["installed_mb"] = installed_sizes()
+    report["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def measure_model(settings: Settings, manifest_dir: Path, onnx_dir: Path) -> dict[str, Any]:
+    """Every runtime on the best run of one training folder."""
     if not (manifest_dir / "manifest.json").is_file():
         raise SystemExit(
             f"bench: expected a training folder with manifest.json. Received: {manifest_dir} "
@@ -163,44 +216,24 @@ def run_all(settings: Settings) -> dict[str, Any]:
         child(["--to-tflite", str(models["keras"]), str(tflite)], settings)
     models["litert"] = tflite
     for variant, name in ONNX_FILES.items():
-        if (settings.onnx_dir / name).is_file():
-            models[variant] = settings.onnx_dir / name
+        if (onnx_dir / name).is_file():
+            models[variant] = onnx_dir / name
     results = {}
     for variant, path in models.items():
         log(f"measuring {variant} ({path})")
         results[variant] = child(["--child", variant, str(path), str(arrays)], settings)
         results[variant]["model_bytes"] = path.stat().st_size
         results[variant]["model_mb"] = round(path.stat().st_size / 1e6, 1)
-    report: dict[str, Any] = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/runtimes.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
-        "versions": versions(),
-        "model": {"run": run["name"], "image_size": size, "h5": str(models["keras"])},
-        "settings": {
-            "threads": settings.threads,
-            "batch1_iterations": settings.iterations,
-            "batch8_runs": settings.batches,
-            "test_photos": int(np.load(arrays / "y.npy").size),
-        },
+    return {
+        "run": run["name"],
+        "image_size": size,
+        "h5": str(models["keras"]),
+        "test_photos": int(np.load(arrays / "y.npy").size),
+        "test_arrays": str(arrays),
         "gflop_per_image": round(GFLOP_299 * (size / 299) ** 2, 2),
-        "matmul_peak_gflops": matmul_peak(quick=settings.quick),
         "variants": results,
+        "paths": models,
     }
-    default = models.get(DEFAULT_VARIANT) or models.get("ort_fp32")
-    if default is not None:
-        log("session options and preprocessing")
-        report["session_options"] = child(
-            ["--child", "options", str(default), str(arrays)], settings
-        )
-        report["session_options"]["model"] = default.name
-        report["preprocessing"] = preprocessing_cost(settings, size, arrays)
-    if not settings.quick and default is not None:
-        log("the handler end to end")
-        report["handler"] = handler_end_to_end(default, settings.serve_requests)
-        report["installed_mb"] = installed_sizes()
-    report["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    return report
 
 
 def cache_test_arrays(settings: Settings, labels: list[str], size: int, work: Path) -> Path:
@@ -594,23 +627,36 @@ def markdown(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
     peak = report["matmul_peak_gflops"]
     peak_all = peak[f"{m['cores']}_thread_gflops"]
-    gflop = report["gflop_per_image"]
-    variants = report["variants"]
+    lines = [
+        f"{report['created_at']}, `{report['command'].strip()}`; {m['cores']} cores, "
+        f"{m['cpu']} ({', '.join(m['flags'])}); "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        "",
+        f"{s['threads']} threads; batch 1: {s['batch1_iterations']} photos, batch 8: "
+        f"{s['batch8_runs']} runs. fp32 matmul peak (numpy {peak['n']}²): {peak_all} GFLOP/s "
+        f"on {m['cores']} cores, {peak['1_thread_gflops']} on 1.",
+    ]
+    for model in report["models"]:
+        lines += model_table(model, peak_all)
+    lines += options_table(report) + preprocessing_lines(report) + handler_lines(report)
+    if "installed_mb" in report:
+        sizes = "; ".join(f"{k}: {v} MB" for k, v in report["installed_mb"].items())
+        lines += ["", f"Installed (dependency closure in this venv): {sizes}."]
+    lines += ["", f"Bench wall time {report['bench_wall_s']} s.", ""]
+    return "\n".join(lines)
+
+
+def model_table(model: dict[str, Any], peak: float) -> list[str]:
+    variants, gflop = model["variants"], model["gflop_per_image"]
     fp32 = variants.get("ort_fp32", {}).get("batch1_ms", {}).get("p50")
     keras = variants.get("keras", {}).get("batch1_ms", {}).get("p50")
     lines = [
-        f"{report['created_at']}, `{report['command'].strip()}`; {m['cores']} cores, {m['cpu']} "
-        f"({', '.join(m['flags'])}); "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "",
-        f"Model `{report['model']['run']}` at {report['model']['image_size']} px "
-        f"({gflop} GFLOP per image); {s['threads']} threads; batch 1: {s['batch1_iterations']} "
-        f"photos, batch 8: {s['batch8_runs']} runs; accuracy on {s['test_photos']} test photos. "
-        f"fp32 matmul peak (numpy {peak['n']}²): {peak_all} GFLOP/s on {m['cores']} cores, "
-        f"{peak['1_thread_gflops']} on 1.",
+        f"Model `{model['run']}` at {model['image_size']} px ({gflop} GFLOP per image); "
+        f"accuracy on {model['test_photos']} test photos.",
         "",
         "| runtime | model | test acc. | batch 1 p50 / p95 | vs ORT fp32 | vs Keras "
-        "| batch 8 | GFLOP/s (% of peak) | cold start | peak RSS | 1 thread p50 |",
+        "| batch 8 | GFLOP/s (% of fp32 peak) | cold start | peak RSS | 1 thread p50 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, r in variants.items():
@@ -620,18 +666,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {LABELS[variant]} | {r['model_mb']} MB | {r['test_accuracy']:.3f} "
             f"| {p50:.1f} / {p95:.1f} ms | {ratio(fp32, p50)} | {ratio(keras, p50)} "
-            f"| {r['batch8_images_per_s']} img/s | {gflops:.0f} ({gflops / peak_all:.0%}) "
+            f"| {r['batch8_images_per_s']} img/s | {gflops:.0f} ({gflops / peak:.0%}) "
             f"| {r['cold_start_s']['total']:.2f} s | {r['peak_rss_mb']:.0f} MB "
             f"| {f'{single:.1f} ms' if single else '-'} |"
         )
     if "litert" in variants:
         lines += ["", f"LiteRT XNNPACK delegate in use: {variants['litert'].get('xnnpack')}."]
-    lines += options_table(report) + preprocessing_lines(report) + handler_lines(report)
-    if "installed_mb" in report:
-        sizes = "; ".join(f"{k}: {v} MB" for k, v in report["installed_mb"].items())
-        lines += ["", f"Installed (dependency closure in this venv): {sizes}."]
-    lines += ["", f"Bench wall time {report['bench_wall_s']} s.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def options_table(report: dict[str, Any]) -> list[str]:

@@ -74,19 +74,21 @@ def test_quick_mode_measures_every_runtime(
     assert runtimes.main(argv) == 0
 
     report = json.loads((tmp_path / "runtimes.json").read_text())
-    assert tuple(report["variants"]) == RUNTIMES
-    assert report["settings"]["test_photos"] == 12
-    for name, figures in report["variants"].items():
+    (model,) = report["models"]
+    assert (model["run"], model["image_size"]) == ("tiny", SIZE)
+    assert tuple(model["variants"]) == RUNTIMES
+    assert model["test_photos"] == 12
+    for name, figures in model["variants"].items():
         assert 0.0 <= figures["test_accuracy"] <= 1.0, name
         assert figures["batch1_ms"]["n"] == 3, name
         assert figures["batch1_ms"]["p50"] <= figures["batch1_ms"]["p95"], name
         assert figures["batch8_images_per_s"] > 0, name
         assert figures["peak_rss_mb"] > 0, name
         assert figures["model_bytes"] > 0, name
-    assert isinstance(report["variants"]["litert"]["xnnpack"], bool)
+    assert isinstance(model["variants"]["litert"]["xnnpack"], bool)
     peak = report["matmul_peak_gflops"]
     assert peak["1_thread_gflops"] > 0
-    assert report["gflop_per_image"] == pytest.approx(16.7 * (SIZE / 299) ** 2, abs=0.01)
+    assert model["gflop_per_image"] == pytest.approx(16.7 * (SIZE / 299) ** 2, abs=0.01)
     assert len(report["session_options"]["cases"]) == 4  # one thread count, four settings
     pre = report["preprocessing"]
     assert pre["large_photo_draft_ms"]["n"] == 5

@@ -69,7 +69,7 @@ bench-convert: setup data
 	$(BIN)/python bench/convert_real.py
 
 # Keras, LiteRT and onnxruntime (fp32, optimised, int8) side by side on the best run, plus
-# the machine's matmul peak, session options and preprocessing (~5 min; needs bench-convert).
+# the machine's matmul peak, session options and preprocessing (~2 min; needs bench-convert).
 bench-runtimes: setup data
 	$(BIN)/python bench/runtimes.py
 

@@ -97,6 +97,9 @@ def test_quick_mode_measures_every_runtime(
     table = (tmp_path / "runtimes.md").read_text()
     for label in runtimes.LABELS.values():
         assert label in table
+    (tmp_path / "runtimes.md").unlink()
+    assert runtimes.main(["--markdown-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "runtimes.md").read_text() == table
 
 
 def test_a_missing_training_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -57,12 +57,9 @@ def find_checkpoint(
 
 
 def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """The hex sha256 of a file, streamed."""
     with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

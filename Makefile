@@ -58,7 +58,7 @@ bench-soak: setup
 
 # The best run of artifacts/training -> artifacts/model/model.onnx, verified against Keras on
 # every validation photo (+ report.json), and model.int8.onnx, kept only within 1 point of
-# fp32's accuracy: the model the image ships (3x faster, README "Performance").
+# fp32's accuracy: the model the image ships (docs/performance.md).
 # CONVERT_FLAGS="--optimize --int8" adds the optimised graph.
 CONVERT_FLAGS ?= --int8
 convert: setup data

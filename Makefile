@@ -1,103 +1,161 @@
-# The few commands a user types. `make run` does the main job, `make test` the tests;
-# both set up the virtualenv (and fetch the dataset) first when needed.
+# The few commands a user types: `make run` does the main job, `make test` runs the tests.
+# `make help` lists every target. The venv and the dataset are set up on first use.
 
-PYTHON ?= python3
+.DEFAULT_GOAL := help
+
+# The venv's Python: the Lambda runtime's 3.12 when a working one is found (a pyenv shim
+# may exist and fail, so each candidate is run), else python3. `make PYTHON=...` overrides.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 \
+	python3; do "$$p" -c '' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+endif
 VENV ?= .venv
 BIN := $(VENV)/bin
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_BIN := $(DEPLOY_VENV)/bin
+UV_VERSION := 0.13.9
+LOCK_VENV ?= .venv-lock
+
 DATA_DIR ?= data/clothing-dataset-small
 XCEPTION_WEIGHTS ?= imagenet
 DATASET_URL := https://github.com/alexeygrigorev/clothing-dataset-small
 export DATA_DIR XCEPTION_WEIGHTS
 
-DEPLOY_VENV ?= .venv-deploy
-DEPLOY_BIN := $(DEPLOY_VENV)/bin
+# What `make run` builds, as files, so that it redoes only what changed.
+TRAINING := artifacts/training/manifest.json
+MODEL := artifacts/model/model.onnx
+TRAIN_SETTINGS := artifacts/.make/train-settings
+TRAIN_INPUTS := $(wildcard training/*.py) lambda_function/preprocessing.py $(TRAIN_SETTINGS) \
+	$(patsubst %/,%,$(wildcard $(DATA_DIR)/*/*/))
+CONVERT_INPUTS := $(TRAINING) $(wildcard convert/*.py) lambda_function/preprocessing.py \
+	lambda_function/model_metadata.py
+# `--int8` also writes model.int8.onnx, kept only within 1 point of fp32's accuracy: the model
+# the image ships (docs/performance.md). CONVERT_FLAGS="--optimize --int8" adds the optimised graph.
+CONVERT_FLAGS ?= --int8
+
 # One photo of a few classes from the test split: what `make classify` shows by default.
 SAMPLES ?= $(foreach c,pants shoes dress t-shirt,$(firstword $(sort $(wildcard $(DATA_DIR)/test/$(c)/*.jpg))))
 IMAGES ?= $(SAMPLES)
 
-.PHONY: run train convert classify test lint lint-deploy setup setup-deploy data clean \
+PYTEST := $(BIN)/python -m pytest
+# Test suites with an environment of their own add their target here (e.g. `test-torch`):
+# `make test` runs them after pytest in the main venv.
+EXTRA_TESTS ?=
+
+.PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
+	check setup setup-deploy lock data clean FORCE \
 	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes
 
-# The main job, end to end: train the 299 px model, convert it to a verified ONNX model,
-# then classify sample photos of the test split through the Lambda handler.
-run: train convert classify
+help: ## list the targets
+	@echo "Python for $(VENV): $(or $(PYTHON),none found: set PYTHON=...)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-# Train the shipped model (299 px; TRAIN_ARGS adds options, see `python -m training train
-# --help`): best .h5 + manifest.json in artifacts/training/, features cached in artifacts/cache/.
-train: setup data
+run: $(MODEL) | setup ## train, convert, classify sample photos (only the steps whose inputs changed)
+	$(BIN)/python -m lambda_function $(IMAGES)
+
+train: $(TRAINING) ## train the 299 px model (TRAIN_ARGS: more options) -> artifacts/training/
+
+convert: $(MODEL) ## the best run -> verified ONNX (+ int8) in artifacts/model/
+
+classify: | setup ## classify IMAGES (files or URLs) through the Lambda handler
+	$(BIN)/python -m lambda_function $(IMAGES)
+
+# Training reruns when its code, the dataset's folders or its settings change.
+$(TRAINING): $(TRAIN_INPUTS) | setup data
 	$(BIN)/python -m training train $(TRAIN_ARGS)
 
-# The training benchmark: 150 px sweep, an augmented run, the final 299 px model (~20 min).
-bench-train: setup data
-	$(BIN)/python bench/train_bench.py
+# Rewritten only when the settings differ, so that its date says when they last changed.
+$(TRAIN_SETTINGS): FORCE
+	@mkdir -p $(@D)
+	@echo '$(TRAIN_ARGS) $(DATA_DIR) $(XCEPTION_WEIGHTS)' | cmp -s - $@ \
+		|| echo '$(TRAIN_ARGS) $(DATA_DIR) $(XCEPTION_WEIGHTS)' > $@
 
-test: setup data lint
-	$(BIN)/python -m pytest
+# A failed conversion (an int8 model rejected, say) dates the model back so the next
+# `make run` converts again instead of taking it as done.
+$(MODEL): $(CONVERT_INPUTS) | setup data
+	$(BIN)/python -m convert artifacts/training -o $@ $(CONVERT_FLAGS) \
+		|| { touch -c -t 197001010000 $@; exit 1; }
 
-lint: setup lint-deploy
+test: test-pytest $(EXTRA_TESTS) ## every test suite (pytest, TensorFlow and the dataset included)
+
+test-pytest: | setup data
+	$(PYTEST)
+
+test-fast: | setup data ## the edit loop: pytest -m "not slow" (no training, no bench smoke tests)
+	$(PYTEST) -m "not slow"
+
+bench-smoke: | setup data ## the benchmark scripts' smoke tests (pytest -m bench)
+	$(PYTEST) -m bench
+
+lint: | setup ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The deployment linters live in their own venv: aws-sam-cli pins boto3 apart from `dev`.
-lint-deploy: setup-deploy
+lint-deploy: | setup-deploy ## sam validate --lint, cfn-lint, hadolint
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(DEPLOY_BIN)/sam validate --lint
 	$(DEPLOY_BIN)/cfn-lint template.yaml
 	$(DEPLOY_BIN)/hadolint Dockerfile
 
-# Classify photos through the Lambda handler (IMAGES: files or URLs), printing its JSON.
-classify: setup
-	$(BIN)/python -m lambda_function $(IMAGES)
+check: lint lint-deploy test ## everything CI runs: lint + lint-deploy + test
 
-# Cold start and warm latency of the serving path at 299; figures in artifacts/bench/.
-bench-serve: setup
-	$(BIN)/python bench/serve_latency.py
+bench-parity: | setup data ## preprocessing vs Keras, per mode and size
+	$(BIN)/python -m bench.preprocessing_parity
 
-# 5,000 good and hostile requests in one process + parallel clients; artifacts/bench/soak.*
-bench-soak: setup
-	$(BIN)/python bench/soak.py
+bench-train: | setup data ## the 150 px sweep, an augmented run, the 299 px model (~45 min)
+	$(BIN)/python -m bench.train_bench
 
-# The best run of artifacts/training -> artifacts/model/model.onnx, verified against Keras on
-# every validation photo (+ report.json), and model.int8.onnx, kept only within 1 point of
-# fp32's accuracy: the model the image ships (docs/performance.md).
-# CONVERT_FLAGS="--optimize --int8" adds the optimised graph.
-CONVERT_FLAGS ?= --int8
-convert: setup data
-	$(BIN)/python -m convert artifacts/training -o artifacts/model/model.onnx $(CONVERT_FLAGS)
+bench-convert: | setup data ## convert the real model: parity, size, accuracy, latency per variant
+	$(BIN)/python -m bench.convert_real
 
-# Convert the real model; parity, sizes, accuracy and latency per variant in artifacts/bench/.
-bench-convert: setup data
-	$(BIN)/python bench/convert_real.py
+bench-serve: | setup ## cold start and warm latency of the serving path at 299
+	$(BIN)/python -m bench.serve_latency
 
-# Keras, LiteRT and onnxruntime (fp32, optimised, int8) side by side on the best run, plus
-# the machine's matmul peak, session options and preprocessing (~2 min; needs bench-convert).
-bench-runtimes: setup data
-	$(BIN)/python bench/runtimes.py
+bench-soak: | setup ## 5,000 good and hostile requests in one process + parallel clients
+	$(BIN)/python -m bench.soak
 
-setup: $(VENV)/.installed
+bench-runtimes: | setup data ## Keras, LiteRT, onnxruntime side by side (needs bench-convert)
+	$(BIN)/python -m bench.runtimes
 
-# A venv whose pip does not run (missing, or an interrupted install) is made anew.
-$(VENV)/.installed: pyproject.toml
-	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --editable ".[dev]"
+setup: $(VENV)/.installed ## the venv: the locked dev set (requirements/dev.txt) + the project
+
+# A venv whose pip does not run, or on another Python than $(PYTHON), is made anew.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
+	@[ -n "$(PYTHON)" ] || { echo "make: no working python3.12 or python3; set PYTHON=" >&2; exit 1; }
+	@echo "make: $(VENV) on $(PYTHON) ($$($(PYTHON) -V 2>&1))"
+	@want=$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])'); \
+	have=$$($(BIN)/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null); \
+	if [ "$$have" != "$$want" ] || ! $(BIN)/python -m pip --version >/dev/null 2>&1; then \
+		$(PYTHON) -m venv --clear $(VENV); fi
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $@
 
 setup-deploy: $(DEPLOY_VENV)/.installed
 
 $(DEPLOY_VENV)/.installed: pyproject.toml
+	@[ -n "$(PYTHON)" ] || { echo "make: no working python3.12 or python3; set PYTHON=" >&2; exit 1; }
 	$(DEPLOY_BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(DEPLOY_VENV)
-	$(DEPLOY_BIN)/pip install --quiet --upgrade pip
-	$(DEPLOY_BIN)/pip install --quiet $$($(PYTHON) -c "import tomllib; \
-	  print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['deploy-lint']))")
+	$(DEPLOY_BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(DEPLOY_BIN)/python -m pip install --quiet --group deploy-lint
 	touch $@
+
+# requirements/dev.txt: the `dev` group with the convert and bench extras, hash-pinned for
+# every platform, by a pinned uv in a venv of its own.
+lock: ## regenerate requirements/dev.txt from pyproject.toml
+	$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -qF '$(UV_VERSION)' \
+		|| { $(PYTHON) -m venv --clear $(LOCK_VENV) \
+		&& $(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra convert --extra bench --group dev \
+		--universal --python-version 3.11 --generate-hashes --quiet \
+		--custom-compile-command "make lock" -o requirements/dev.txt
 
 data: $(DATA_DIR)/train
 
 $(DATA_DIR)/train:
 	git clone --depth 1 $(DATASET_URL) $(DATA_DIR)
 
-bench-parity: setup data
-	$(BIN)/python bench/preprocessing_parity.py
-
-clean:
-	rm -rf artifacts .pytest_cache .ruff_cache
+clean: ## remove artifacts/ and the tool caches (not the venvs)
+	rm -rf artifacts .pytest_cache .ruff_cache .mypy_cache

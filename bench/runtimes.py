@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -273,8 +274,7 @@ def draft_pixels(data: bytes, size: int) -> np.ndarray:
 
     image = Image.open(io.BytesIO(data))
     image.draft("RGB", (size, size))  # a no-op unless the photo is >= 2x the target size
-    image = preprocessing.to_rgb(preprocessing.upright(image))
-    return preprocessing.pixels(image, size)
+    return preprocessing.pixels(preprocessing.to_rgb(preprocessing.upright(image)), size)
 
 
 def child(args: list[str], settings: Settings, env: dict[str, str] | None = None) -> Any:
@@ -327,7 +327,7 @@ class Runner:
         elif kind == "litert":
             from ai_edge_litert.interpreter import Interpreter
 
-            self.interpreters = {}
+            self.interpreters: dict[int, Any] = {}
             self.open_litert = lambda: Interpreter(model_path=str(path), num_threads=threads)
         else:
             from lambda_function.model import Classifier
@@ -367,7 +367,7 @@ def measure_child(kind: str, path: Path, arrays: Path, settings: Settings) -> di
     peak_rss = peak_rss_mb()
     y = np.load(arrays / "y.npy")
     photos = [scale(x[i : i + 1]) for i in range(min(len(x), settings.iterations))]
-    batch1 = timed([lambda p=p: runner.run(p) for p in photos])
+    batch1 = timed([partial(runner.run, p) for p in photos])
     batch8 = scale(np.resize(x, (BATCH, *x.shape[1:])))
     runner.run(batch8)  # the first batch of 8 sets up its buffers
     batch8_ms = timed([lambda: runner.run(batch8)] * settings.batches)
@@ -395,7 +395,7 @@ def measure_child(kind: str, path: Path, arrays: Path, settings: Settings) -> di
     if kind.startswith("ort") and settings.threads != 1:
         single = Runner(kind, path, 1)
         single.run(photos[0])
-        answer["batch1_ms_1_thread"] = timed([lambda p=p: single.run(p) for p in photos])
+        answer["batch1_ms_1_thread"] = timed([partial(single.run, p) for p in photos])
     return answer
 
 
@@ -439,7 +439,7 @@ def session_options(path: Path, arrays: Path, settings: Settings) -> dict[str, A
         session.run(None, {"input": photos[0]})
         results[name] = {
             **case,
-            "batch1_ms": timed([lambda p=p, s=session: s.run(None, {"input": p}) for p in photos]),
+            "batch1_ms": timed([partial(session.run, None, {"input": p}) for p in photos]),
         }
     return {"cases": results}
 
@@ -521,7 +521,7 @@ def preprocessing_cost(settings: Settings, size: int, arrays: Path) -> dict[str,
     changed = np.abs(contract - draft).reshape(len(contract), -1).max(axis=1)
 
     def per_photo(function: Callable[[bytes, int], Any], images: list[bytes]) -> dict[str, float]:
-        return timed([lambda b=b: function(b, size) for b in images])
+        return timed([partial(function, b, size) for b in images])
 
     draft_scaled = lambda b, s: preprocessing.scale(draft_pixels(b, s))  # noqa: E731
     large_pixels = preprocessing.load_pixels(large, size).astype(np.int16)
@@ -546,7 +546,8 @@ def large_photo(data: bytes) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    image = Image.open(io.BytesIO(data)).convert("RGB").resize((3024, 4032), Image.BICUBIC)
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = image.resize((3024, 4032), Image.Resampling.BICUBIC)
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 

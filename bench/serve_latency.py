@@ -113,7 +113,7 @@ def build_stand_in(path: Path) -> None:
     pooled = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(pooled))
     proto = keras_to_onnx(model, 299)
-    labels = ("dress", "hat", "longsleeve", "outwear", "pants")
+    labels: tuple[str, ...] = ("dress", "hat", "longsleeve", "outwear", "pants")
     labels += ("shirt", "shoes", "shorts", "skirt", "t-shirt")
     attach_metadata(proto, ModelMetadata(labels=labels, image_size=299, checkpoint_sha256="0" * 64))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,13 @@ class Checkpoint:
     manifest: Path | None = None
 
 
+@dataclass(frozen=True)
+class LoadedCheckpoint(Checkpoint):
+    """A checkpoint whose model was loaded and checked: its image size is known."""
+
+    image_size: int
+
+
 def find_checkpoint(
     source: Path, *, labels: Sequence[str] | None = None, run: str | None = None
 ) -> Checkpoint:

@@ -18,6 +18,7 @@ from convert.errors import ConvertError, VerificationError
 from convert.pipeline import Options, run
 from convert.to_onnx import OPSET, SUPPORTED_OPSETS
 from convert.verify import TOLERANCE
+from training.tf_logs import TF_LOG_HELP, quiet_tensorflow
 
 EPILOG = """\
 examples:
@@ -31,7 +32,8 @@ examples:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, convert, print a summary; returns the exit code."""
     options = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not options.tf_log:
+        quiet_tensorflow()
     try:
         report = run(options)
     except ConvertError as exc:
@@ -72,6 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         calibration_images=args.calibration_images,
         eval_limit=args.eval_limit,
         seed=args.seed,
+        tf_log=args.tf_log,
     )
 
 
@@ -210,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
         default=Options.seed,
         help="seed of the photo samples (default: %(default)s)",
     )
+    add("--tf-log", action="store_true", help=TF_LOG_HELP)
     return parser
 
 

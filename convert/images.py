@@ -47,7 +47,7 @@ def labelled_split(data_dir: Path, split: str, labels: Sequence[str]) -> list[Ph
 
 def collect_images(paths: Sequence[Path]) -> list[Photo]:
     """Image files named directly, or found (recursively) in the folders named."""
-    photos = []
+    photos: list[Photo] = []
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from convert.checkpoint import Checkpoint
+from convert.checkpoint import Checkpoint, LoadedCheckpoint
 from convert.errors import ConvertError
 
 if TYPE_CHECKING:
     import keras
 
 
-def load_checked_model(checkpoint: Checkpoint) -> tuple[keras.Model, Checkpoint]:
+def load_checked_model(checkpoint: Checkpoint) -> tuple[keras.Model, LoadedCheckpoint]:
     """Load ``checkpoint`` with ``compile=False`` and check its input and output.
 
     Returns the model (functional: a ``keras.Sequential`` is wrapped, since tf2onnx
@@ -36,7 +36,8 @@ def load_checked_model(checkpoint: Checkpoint) -> tuple[keras.Model, Checkpoint]
     check_output(model, checkpoint, len(checkpoint.labels))
     if isinstance(model, keras.Sequential):
         model = as_functional(model)
-    return model, dataclasses.replace(checkpoint, image_size=size)
+    fields = {f.name: getattr(checkpoint, f.name) for f in dataclasses.fields(checkpoint)}
+    return model, LoadedCheckpoint(**{**fields, "image_size": size})
 
 
 def check_input(model: keras.Model, checkpoint: Checkpoint) -> int:

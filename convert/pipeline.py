@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convert.checkpoint import Checkpoint, find_checkpoint
+from convert.checkpoint import Checkpoint, LoadedCheckpoint, find_checkpoint
 from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
 from convert.images import Photo, collect_images, labelled_split, spread_sample
@@ -61,6 +61,7 @@ class Options:
     calibration_images: int = 200
     eval_limit: int | None = None
     seed: int = 0
+    tf_log: bool = False  # show TensorFlow's C++ start-up log lines
 
     @property
     def report_path(self) -> Path:
@@ -77,11 +78,11 @@ def run(options: Options) -> dict[str, Any]:
     model fails its checks (the report is written either way).
     """
     started = time.perf_counter()
-    checkpoint = find_checkpoint(options.source, labels=options.labels, run=options.run)
+    found = find_checkpoint(options.source, labels=options.labels, run=options.run)
     _check_writable(options.output)
     _check_writable(options.report_path)
     clock = time.perf_counter()
-    model, checkpoint = load_checked_model(checkpoint)
+    model, checkpoint = load_checked_model(found)
     load_s = time.perf_counter() - clock
     photos = _verification_photos(options, checkpoint)
     _log(f"converting {checkpoint.path} (size {checkpoint.image_size}, opset {options.opset})")
@@ -102,7 +103,7 @@ def run(options: Options) -> dict[str, Any]:
     return report
 
 
-def _convert(model: Any, checkpoint: Checkpoint, opset: int) -> onnx.ModelProto:
+def _convert(model: Any, checkpoint: LoadedCheckpoint, opset: int) -> onnx.ModelProto:
     """The ONNX graph with the checkpoint's contract in its metadata."""
     try:
         metadata = make_metadata(checkpoint, opset)
@@ -139,7 +140,7 @@ def _verify_and_place(
 
 
 def _variants(
-    options: Options, checkpoint: Checkpoint, verification: Verification
+    options: Options, checkpoint: LoadedCheckpoint, verification: Verification
 ) -> dict[str, Any]:
     """Build, check and place each variant asked for; fp32 is scored as the baseline."""
     if not (options.optimize or options.int8):
@@ -196,7 +197,7 @@ def _optimized_variant(
 
 
 def _int8_variant(
-    options: Options, checkpoint: Checkpoint, baseline: Scores, eval_sets: dict
+    options: Options, checkpoint: LoadedCheckpoint, baseline: Scores, eval_sets: dict
 ) -> dict[str, Any]:
     """Static QDQ int8: accepted within one accuracy point of fp32 on test and on all."""
     target = options.variant_path("int8")

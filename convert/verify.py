@@ -223,7 +223,10 @@ def _user_path(
     Returns the logits, the latencies, and the photos whose pixels differ from the
     reference pipeline's: deliberately corrected ones, and unexplained ones.
     """
-    logits, latencies, corrected, unexplained = [], [], [], []
+    logits: list[np.ndarray] = []
+    latencies: list[float] = []
+    corrected: list[str] = []
+    unexplained: list[str] = []
     pairs = zip(photos, reference, names, strict=True)
     for photo, ref, name in progress(pairs, "serving path", total=len(photos)):
         x = preprocessing.preprocess(photo.path.read_bytes(), size)

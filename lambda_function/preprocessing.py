@@ -101,7 +101,7 @@ def upright(image: Image.Image) -> Image.Image:
         orientation = image.getexif().get(EXIF_ORIENTATION)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return image
-    method = UPRIGHT.get(orientation)
+    method = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
     return image if method is None else image.transpose(method)
 
 

@@ -159,7 +159,7 @@ class ImageServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.server_address[0]}:{self.port}{path}"
+        return f"http://{host or str(self.server_address[0])}:{self.port}{path}"
 
 
 class _RouteHandler(BaseHTTPRequestHandler):

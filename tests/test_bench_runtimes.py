@@ -64,6 +64,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tup
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_quick_mode_measures_every_runtime(
     tiny_models: tuple[Path, Path], data_dir: Path, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from training.augment import ALL, COURSE, Augmentation
 from training.config import RunConfig
+from training.tf_logs import TF_LOG_HELP, quiet_tensorflow
 
 DESCRIPTION = """\
 Transfer learning on the clothing dataset: a frozen ImageNet Xception base and a small
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = to_options(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if not args.tf_log:
+        quiet_tensorflow()
     from training import commands  # TensorFlow loads here, not for --help
 
     try:
@@ -192,6 +195,7 @@ def _common(p: argparse.ArgumentParser, output_dir: str) -> None:
         choices=(0, 1, 2),
         help="Keras progress: 0 silent, 1 bar, 2 one line per epoch (default: %(default)s)",
     )
+    p.add_argument("--tf-log", action="store_true", help=TF_LOG_HELP)
     p.add_argument(
         "--mixed-precision",
         action="store_true",

@@ -1,13 +1,13 @@
 """Convert the real model and measure what conversion costs and keeps.
 
-    python bench/convert_real.py [TRAINING_DIR] [--out artifacts/bench]
+    python -m bench.convert_real [TRAINING_DIR] [--out artifacts/bench] [--results docs/results]
 
 Runs `python -m convert` (every validation photo; the optimised and the int8 variants)
 on the best run of the training folder (default ``artifacts/training``, the 299 model),
 then measures what the report does not: int8 with per-tensor weights, dynamic
 quantisation (measured, never shipped), and batch-1 latency of each variant with
-onnxruntime on this CPU. Writes ``convert.json`` and ``convert.md`` under ``--out``;
-the models go to ``--out``/convert/.
+onnxruntime on this CPU. Writes ``convert.json`` and ``convert.md`` under ``--out``
+(the models go to ``--out``/convert/) and ``convert-DATE.md`` under ``--results``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.results import RESULTS, SCRATCH, publish
 from convert.errors import ConvertError, VerificationError
 from convert.evaluate import compare_to, load_eval_sets, score
 from convert.images import labelled_split, spread_sample
@@ -41,7 +42,10 @@ DYNAMIC_PHOTOS = 5  # dynamic int8 is slow: a few photos are enough to measure i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", type=Path, default=Path("artifacts/training"))
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    parser.add_argument("--out", type=Path, default=SCRATCH)
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "convert.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "convert.md").write_text(markdown(figures))
+    publish("convert", "Conversion", markdown(figures), args.results)
     print(markdown(figures))
     return 0
 

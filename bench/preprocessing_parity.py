@@ -1,6 +1,8 @@
 """Measure how far the numpy preprocessing is from Keras, per image size and mode.
 
-    python bench/preprocessing_parity.py   # needs DATA_DIR; writes artifacts/bench/parity.*
+    python -m bench.preprocessing_parity   # needs DATA_DIR
+
+Writes artifacts/bench/parity.json and docs/results/parity-DATE.md.
 
 For every validation image and every synthetic mode of ``tests/images.py``: max |Δ|
 between ``lambda_function.preprocessing.preprocess`` and Keras' ``load_img`` +
@@ -13,19 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.results import SCRATCH, publish
 from lambda_function.preprocessing import preprocess
 from tests.images import cases
 from tests.parity import SIZES, keras_input, max_abs_diff
-
-OUT = Path("artifacts/bench")
 
 
 def measure(data_dir: Path) -> list[dict]:
@@ -71,17 +69,17 @@ def main() -> int:
     data_dir = Path(os.environ.get("DATA_DIR", "data/clothing-dataset-small"))
     rows = measure(data_dir)
     worst = max(r["max_abs_diff"] for r in rows)
-    OUT.mkdir(parents=True, exist_ok=True)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "worst": worst,
         "numpy": np.__version__,
         "rows": rows,
     }
-    (OUT / "parity.json").write_text(json.dumps(report, indent=2))
-    (OUT / "parity.md").write_text(markdown(rows))
+    (SCRATCH / "parity.json").write_text(json.dumps(report, indent=2))
+    published = publish("parity", "Preprocessing parity", markdown(rows))
     print(markdown(rows))
-    print(f"worst max |Δ| = {worst:.1e}; wrote {OUT}/parity.json and parity.md")
+    print(f"worst max |Δ| = {worst:.1e}; wrote {SCRATCH}/parity.json and {published}")
     return 0 if worst <= 1e-6 else 1
 
 

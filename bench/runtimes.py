@@ -1,7 +1,8 @@
 """Side by side: the same model under Keras, LiteRT and onnxruntime (fp32, optimised, int8).
 
-    python bench/runtimes.py [TRAINING_DIR ...] [--onnx-dir DIR ...]
-    # or: make bench-runtimes          -> artifacts/bench/runtimes.{json,md}
+    python -m bench.runtimes [TRAINING_DIR ...] [--onnx-dir DIR ...]
+    # or: make bench-runtimes
+    # -> artifacts/bench/runtimes.{json,md}, docs/results/runtimes-DATE.md
 
 Every runtime runs in a **fresh process** that times its cold start (import the runtime,
 open the model, first answer on a real photo) and reads its peak RSS right after the
@@ -41,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.results import RESULTS, SCRATCH, publish, this_command
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 GFLOP_299 = 16.7
 """Xception-299 with the dense top: ~8.4 GMAC per image."""
@@ -61,7 +63,7 @@ ONNX_FILES = {
     "ort_int8": "model.int8.onnx",
 }
 DEFAULT_VARIANT = "ort_int8"
-"""What `make run` ships (the README's Performance section says why)."""
+"""What `make run` ships (docs/performance.md says why)."""
 
 BATCH = 8
 
@@ -73,6 +75,7 @@ class Settings:
     training_dirs: tuple[Path, ...]
     onnx_dirs: tuple[Path, ...]
     out: Path
+    results: Path
     data_dir: Path
     iterations: int
     batches: int
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.out.mkdir(parents=True, exist_ok=True)
     (settings.out / "runtimes.json").write_text(json.dumps(report, indent=2) + "\n")
     (settings.out / "runtimes.md").write_text(markdown(report))
+    publish("runtimes", "Runtimes side by side", markdown(report), settings.results)
     print(markdown(report))
     return 0
 
@@ -112,7 +116,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Callable[[], Any] | No
         "and model.int8.onnx (default: artifacts/bench/convert for the first, "
         "TRAINING_DIR/onnx for the others)",
     )
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    parser.add_argument("--out", type=Path, default=SCRATCH)
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -136,6 +143,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Callable[[], Any] | No
         training_dirs=tuple(args.training_dirs),
         onnx_dirs=onnx_dirs(args.training_dirs, args.onnx_dir or []),
         out=args.out,
+        results=args.results,
         data_dir=args.data_dir,
         iterations=args.iterations,
         batches=args.batches,
@@ -177,7 +185,7 @@ def run_all(settings: Settings) -> dict[str, Any]:
     shipped = models[0]
     report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/runtimes.py " + " ".join(sys.argv[1:]),
+        "command": this_command(),
         "machine": machine(),
         "versions": versions(),
         "settings": {
@@ -279,7 +287,7 @@ def draft_pixels(data: bytes, size: int) -> np.ndarray:
 
 def child(args: list[str], settings: Settings, env: dict[str, str] | None = None) -> Any:
     """Run this script in a fresh process; its last stdout line is the JSON answer."""
-    command = [sys.executable, __file__, *args, *child_flags(settings)]
+    command = [sys.executable, "-m", "bench.runtimes", *args, *child_flags(settings)]
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -554,7 +562,7 @@ def large_photo(data: bytes) -> bytes:
 
 def handler_end_to_end(model: Path, requests: int) -> dict[str, Any]:
     """``bench/serve_latency.py``'s fresh-process run: URL -> JSON vs inference alone."""
-    import serve_latency
+    from bench import serve_latency
 
     runs = {}
     for threads in (1, os.cpu_count() or 1):

@@ -1,7 +1,8 @@
 """Cold start and warm latency of the Lambda handler at 299, and the serve dependencies' size.
 
-    python bench/serve_latency.py [--model PATH] [--threads 1,2] [--requests 30]
-    # or: make bench-serve          -> artifacts/bench/serve_latency.{json,md}
+    python -m bench.serve_latency [--model PATH] [--threads 1,2] [--requests 30]
+    # or: make bench-serve
+    # -> artifacts/bench/serve_latency.json, docs/results/serve-latency-DATE.md
 
 Each thread setting runs in a **fresh process** that times, in order: importing the
 handler, loading the model (session + warm-up inference), the first answer, then warm
@@ -33,6 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.results import RESULTS, publish
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "artifacts" / "bench"
 MODEL_DIR = REPO / "artifacts" / "model"
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--threads", default="1,2", help="comma-separated ORT thread counts")
     parser.add_argument("--requests", type=int, default=40, help="warm requests per setting")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serve_latency.json").write_text(json.dumps(report, indent=2) + "\n")
     (OUT / "serve_latency.md").write_text(markdown(report))
+    publish("serve-latency", "Serving latency", markdown(report), args.results)
     print(markdown(report))
     return 0
 
@@ -82,7 +89,6 @@ def pick_model(requested: Path | None) -> tuple[Path, str]:
             build_stand_in(STAND_IN)
         return STAND_IN, "stand-in: Xception 299 + GAP + Dense(10), untrained top"
     path = requested or DEFAULT_MODEL
-    sys.path.insert(0, str(REPO))
     import onnxruntime as ort
 
     from lambda_function.model_metadata import ModelMetadata
@@ -97,7 +103,6 @@ def pick_model(requested: Path | None) -> tuple[Path, str]:
 
 def build_stand_in(path: Path) -> None:
     """An Xception-shaped 299 model with the service's metadata (see the module doc)."""
-    sys.path.insert(0, str(REPO))
     import keras
     import onnx
 
@@ -128,7 +133,7 @@ def run_fresh_process(model: Path, threads: int, requests: int) -> dict[str, Any
         "ALLOW_LOOPBACK_FOR_TESTS": "1",  # the bench's photo server is on 127.0.0.1
         "PYTHONPATH": str(REPO),
     }
-    command = [sys.executable, __file__, "--child", "--model", str(model)]
+    command = [sys.executable, "-m", "bench.serve_latency", "--child", "--model", str(model)]
     started = time.perf_counter()
     result = subprocess.run(
         [*command, "--requests", str(requests)], env=env, capture_output=True, text=True

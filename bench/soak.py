@@ -1,8 +1,8 @@
 """Soak and concurrency: thousands of good and hostile requests in one process, no leaks.
 
-    python bench/soak.py [--invocations 5000] [--model tiny|real|PATH] [--clients 8]
-    # or: make bench-soak             -> artifacts/bench/soak.{json,md}
-    python bench/soak.py --model real --name soak_real   # the trained 299 model
+    python -m bench.soak [--invocations 5000] [--model tiny|real|PATH] [--clients 8]
+    # or: make bench-soak  -> artifacts/bench/soak.{json,md}, docs/results/soak-DATE.md
+    python -m bench.soak --model real --name soak-real   # the trained 299 model
 
 1. **Soak**: ``--invocations`` calls of ``lambda_handler`` in this process, cycling
    through a mix of good requests (URLs, uploads, API Gateway events, batches) and bad
@@ -28,7 +28,6 @@ import http.client
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -41,14 +40,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "artifacts" / "bench"
-REAL_MODEL = REPO / "artifacts" / "model" / "model.onnx"
-MAX_RSS_GROWTH = 0.10
-sys.path.insert(0, str(REPO))
-
-from tests import images  # noqa: E402
-from tests.lambda_testing import (  # noqa: E402
+from bench.results import RESULTS, publish
+from tests import images
+from tests.lambda_testing import (
     FakeContext,
     build_model,
     image_bytes,
@@ -57,6 +51,11 @@ from tests.lambda_testing import (  # noqa: E402
     send,
     serving,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "artifacts" / "bench"
+REAL_MODEL = REPO / "artifacts" / "model" / "model.onnx"
+MAX_RSS_GROWTH = 0.10
 
 
 @dataclass(frozen=True)
@@ -79,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=SoakConfig.clients)
     parser.add_argument("--requests-per-client", type=int, default=SoakConfig.requests_per_client)
     parser.add_argument("--name", default="soak", help="report names: artifacts/bench/NAME.*")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     args = parser.parse_args(argv)
     config = SoakConfig(
         invocations=args.invocations,
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (OUT / f"{args.name}.md").write_text(markdown(report))
+    publish(args.name, "Soak", markdown(report), args.results)
     print(markdown(report))
     return 0 if report["passed"] else 1
 
@@ -160,7 +163,7 @@ def _mix(server: Any) -> list[tuple[str, Any]]:
     """(name, event) pairs, good and bad, in the order the soak cycles through them."""
     jpeg = image_bytes(size=(300, 200))
     b64 = base64.b64encode(jpeg).decode()
-    bomb = _png_claiming(60_000, 60_000)
+    bomb = images.png_claiming(60_000, 60_000)
 
     def api(body: str, content_type: str = "application/json", encoded: bool = False) -> Any:
         event = load_event("http-api-url.json")
@@ -188,17 +191,6 @@ def _mix(server: Any) -> list[tuple[str, Any]]:
         ("api not json", api("{not json")),
         ("api html body", api("<html/>", "text/html")),
     ]  # fmt: skip
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    import struct
-    import zlib
-
-    data = bytearray(images.encode(images.noise("RGB", size=(1, 1)), "PNG"))
-    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
-    data[12:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(header))
-    return bytes(data)
 
 
 def status_of(response: dict[str, Any]) -> int:

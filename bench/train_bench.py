@@ -2,12 +2,13 @@
 
 Reproduces the headline results with the real ImageNet base and writes them to
 ``artifacts/bench/training.json`` and ``training.md`` (plus the sweep's table and
-learning curves under ``artifacts/bench/training/``). Not a test: about 45 min on 2 CPU
-cores from a cold cache: the augmented run (every epoch through the base), the one-off
-feature/activation extraction and the fine-tuning epochs. ``--stages`` reruns a subset
-and keeps the other stages' figures.
+learning curves under ``artifacts/bench/training/``) and to
+``docs/results/training-DATE.md``. Not a test: about 45 min on 2 CPU cores from a cold
+cache: the augmented run (every epoch through the base), the one-off feature/activation
+extraction and the fine-tuning epochs. ``--stages`` reruns a subset and keeps the other
+stages' figures.
 
-    DATA_DIR=... XCEPTION_WEIGHTS=... python bench/train_bench.py [--stages finetune]
+    DATA_DIR=... XCEPTION_WEIGHTS=... python -m bench.train_bench [--stages finetune]
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import platform
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+from bench.results import RESULTS, publish
 from training import data, manifest
 from training.augment import COURSE
 from training.commands import evaluate_run, record_runs
@@ -41,6 +41,9 @@ STAGES = ("sweep", "final", "finetune")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("artifacts/cache"))
     parser.add_argument("--stages", default=",".join(STAGES), help="a subset reruns only those")
     parser.add_argument("--sweep-epochs", type=int, default=10)
@@ -69,6 +72,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
     (args.out / "training.md").write_text(markdown(report))
+    publish("training", "Training", markdown(report), args.results)
     print(markdown(report))
     return 0
 

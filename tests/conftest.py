@@ -1,18 +1,33 @@
-"""Shared fixtures: where the dataset and the ImageNet base weights are.
+"""Shared fixtures: the dataset and the ImageNet base weights, a tiny model, the function's
+environment, and the Hypothesis profiles.
 
-Both come from the environment (`DATA_DIR`, `XCEPTION_WEIGHTS`), exactly as the
-Makefile and CI pass them. A missing one fails the test loudly: a check that is
-skipped is not a check.
+The dataset and the weights come from the environment (`DATA_DIR`, `XCEPTION_WEIGHTS`),
+exactly as the Makefile and CI pass them. A missing one fails the test loudly: a check
+that is skipped is not a check.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.lambda_testing import build_model
 
 SPLITS = ("train", "validation", "test")
+
+# Fuzz tests: `ci` by default; HYPOTHESIS_PROFILE=long for a long run.
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("long", settings.get_profile("ci"), max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +53,27 @@ def xception_weights() -> Path:
             f"download). Received: {value!r}"
         )
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px ONNX model with the test labels (``tests.lambda_testing.build_model``)."""
+    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
+
+
+@pytest.fixture
+def function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set the function's environment variables (``None`` removes one); the next request
+    builds the service from them. Undone, and the service dropped, after the test."""
+    from lambda_function import handler
+
+    def apply(**env: object) -> None:
+        for name, value in env.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, str(value))
+        handler.get_service.cache_clear()
+
+    yield apply
+    handler.get_service.cache_clear()

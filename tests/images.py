@@ -10,6 +10,8 @@ corrected image, built here from the definition of the correction.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +43,14 @@ def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int, mode: str = "RGB") -> bytes:
+    """A valid 1x1 PNG whose header claims ``width`` x ``height``: a decompression bomb's
+    shape, a few dozen bytes long."""
+    data = encode(Image.new(mode, (1, 1)), "PNG")
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    return data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
 
 
 def noise(mode: str, size: tuple[int, int] = (WIDTH, HEIGHT), seed: int = 0) -> Image.Image:

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +33,6 @@ from tests.lambda_testing import (
     ImageServer,
     b64,
     body_of,
-    build_model,
     image_bytes,
     load_event,
     redirect,
@@ -46,11 +44,6 @@ JPEG = image_bytes(size=(64, 48))
 NOISE_JPEG = images.encode(images.noise("RGB"), "JPEG")
 INTERNAL = "127.0.0.2"
 STAND_IN_INTERNET = ipaddress.ip_address("127.0.0.1")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
 
 
 @pytest.fixture
@@ -89,7 +82,7 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def strict(monkeypatch, tiny_model, internal, public) -> Callable[..., None]:  # type: ignore[no-untyped-def]
+def strict(monkeypatch, function_env, tiny_model, internal, public) -> Callable[..., None]:  # type: ignore[no-untyped-def]
     """The function as deployed (loopback off), with the test listeners' ports allowed
     and 127.0.0.1 standing in for the internet."""
     real = fetch_module.is_public
@@ -98,14 +91,10 @@ def strict(monkeypatch, tiny_model, internal, public) -> Callable[..., None]:  #
     def apply(**env: object) -> None:
         ports = f"80,443,{internal.port},{public.port}"
         settings = {"MODEL_PATH": tiny_model, "FETCH_ALLOWED_PORTS": ports, **env}
-        monkeypatch.setenv("ALLOW_LOOPBACK_FOR_TESTS", "0")
-        for name, value in settings.items():
-            monkeypatch.setenv(name, str(value))
-        handler.get_service.cache_clear()
+        function_env(ALLOW_LOOPBACK_FOR_TESTS=0, **settings)
 
     apply()
-    yield apply
-    handler.get_service.cache_clear()
+    return apply
 
 
 def invoke(event: Any, remaining_ms: int = 20_000) -> dict[str, Any]:
@@ -363,14 +352,6 @@ def test_a_batch_with_an_internal_url_answers_it_alone_and_never_connects(
 # -- 4. hostile images ---------------------------------------------------------------------
 
 
-def _png_header_claiming(width: int, height: int) -> bytes:
-    import zlib
-
-    header = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", 13) + header + struct.pack(">I", zlib.crc32(header))
-    return b"\x89PNG\r\n\x1a\n" + chunk + images.encode(Image.new("RGB", (1, 1)), "PNG")[33:]
-
-
 def _gif_claiming(width: int, height: int) -> bytes:
     data = bytearray(images.encode(Image.new("P", (1, 1)), "GIF"))
     data[6:10] = struct.pack("<HH", width, height)
@@ -411,7 +392,7 @@ PSD = b"8BPS\x00\x01" + b"\0" * 6 + struct.pack(">HIIHH", 3, 10, 10, 8, 3) + b"\
         ("truncated PNG", lambda: _truncated(images.encode(NOISE, "PNG")), 422),
         ("truncated GIF", lambda: _truncated(images.encode(NOISE.quantize(), "GIF")), 422),
         ("truncated WebP", lambda: _truncated(images.encode(NOISE, "WEBP")), 415),  # unidentified
-        ("PNG bomb 100000x100000", lambda: _png_header_claiming(100_000, 100_000), 413),
+        ("PNG bomb 100000x100000", lambda: images.png_claiming(100_000, 100_000), 413),
         ("GIF bomb 65535x65535", lambda: _gif_claiming(65_535, 65_535), 413),
         ("JPEG bomb 65500x65500", lambda: _jpeg_claiming(65_500, 65_500), 413),
         ("WebP bomb 16384x16384", lambda: _webp_claiming(16_384, 16_384), 413),

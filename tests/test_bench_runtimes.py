@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-
-import runtimes  # noqa: E402
+from bench import runtimes
 
 SIZE = 32
 RUNTIMES = ("keras", "litert", "ort_fp32", "ort_optimized", "ort_int8")
@@ -70,6 +66,7 @@ def test_quick_mode_measures_every_runtime(
 ) -> None:
     training, onnx_dir = tiny_models
     argv = [str(training), "--onnx-dir", str(onnx_dir), "--out", str(tmp_path)]
+    argv += ["--results", str(tmp_path / "results")]
     argv += ["--data-dir", str(data_dir), "--quick", "--test-limit", "12"]
     argv += ["--iterations", "3", "--batches", "1", "--threads", "1"]
     assert runtimes.main(argv) == 0

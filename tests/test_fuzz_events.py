@@ -8,7 +8,8 @@ request may outlive the invocation's deadline. Nothing leaves the machine: DNS a
 connections are faked (every connection is refused). Image decoding has its own
 fuzzing in ``tests/test_preprocessing_fuzz.py``.
 
-``FUZZ_EXAMPLES`` (default 300) sets the examples per test; CI runs the default.
+Examples per test: the Hypothesis profile of ``tests/conftest.py`` (``ci``, 300;
+``HYPOTHESIS_PROFILE=long``, 3,000).
 """
 
 from __future__ import annotations
@@ -16,26 +17,19 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from lambda_function import fetch as fetch_module
 from lambda_function import handler
-from tests.lambda_testing import FakeContext, build_model, image_bytes
+from tests.lambda_testing import FakeContext, image_bytes
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 REMAINING_MS = 6_000
 JPEG = image_bytes(size=(40, 30))
 
@@ -108,13 +102,8 @@ def api_events(draw: st.DrawFn) -> dict[str, Any]:
     return event
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
-
-
 @pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch, tiny_model: Path):  # type: ignore[no-untyped-def]
+def offline(monkeypatch: pytest.MonkeyPatch, function_env, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
     """The deployed settings, with DNS faked (names resolve to a public address, literals to
     themselves) and every connection refused, so the fuzzer never leaves the machine."""
 
@@ -129,12 +118,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tiny_model: Path):  # type: ignore[
 
     monkeypatch.setattr(fetch_module, "resolve", resolve)
     monkeypatch.setattr(fetch_module.socket, "create_connection", refuse)
-    for name, value in {"MODEL_PATH": tiny_model, "FETCH_RETRIES": 0}.items():
-        monkeypatch.setenv(name, str(value))
-    monkeypatch.delenv("ALLOW_LOOPBACK_FOR_TESTS", raising=False)
-    handler.get_service.cache_clear()
-    yield
-    handler.get_service.cache_clear()
+    function_env(MODEL_PATH=tiny_model, FETCH_RETRIES=0, ALLOW_LOOPBACK_FOR_TESTS=None)
 
 
 def answer(event: Any) -> tuple[int, dict[str, Any]]:
@@ -155,13 +139,11 @@ def is_2xx_or_4xx(status: int, payload: dict[str, Any]) -> bool:
     return 400 <= status < 500 and isinstance(payload["error"]["code"], str)
 
 
-@FUZZ
 @given(event=json_values)
 def test_any_json_value_as_a_direct_event_is_answered_2xx_or_4xx(offline, event) -> None:
     assert is_2xx_or_4xx(*answer(event))
 
 
-@FUZZ
 @given(event=payloads)
 def test_payloads_close_to_the_contract_are_answered_2xx_or_4xx(offline, event) -> None:
     status, payload = answer(event)
@@ -170,7 +152,6 @@ def test_payloads_close_to_the_contract_are_answered_2xx_or_4xx(offline, event) 
         assert item.get("status", 200) in range(400, 500) or "category" in item
 
 
-@FUZZ
 @given(event=api_events())
 def test_api_gateway_envelopes_are_answered_2xx_or_4xx(offline, event) -> None:
     assert is_2xx_or_4xx(*answer(event))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from lambda_function import handler
 from lambda_function.cli import main
 from tests.lambda_testing import BLUE, LABELS, RED, build_model, image_bytes, send, serving
 
@@ -18,12 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MODEL_PATH", "")  # so that what --model sets is undone afterwards
-    monkeypatch.setenv("MODEL_S3_URI", "")
-    handler.get_service.cache_clear()
-    yield build_model(tmp_path / "model.onnx")
-    handler.get_service.cache_clear()
+def model(tmp_path: Path, function_env) -> Path:  # type: ignore[no-untyped-def]
+    function_env(MODEL_PATH="", MODEL_S3_URI="")  # so that what --model sets is undone afterwards
+    return build_model(tmp_path / "model.onnx")
 
 
 def test_files_and_urls_are_classified_in_order(model, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -65,12 +65,8 @@ def converted(tmp_path_factory, keras_model, photos) -> tuple[Path, Path]:  # ty
 
 
 @pytest.fixture
-def serve(converted, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("MODEL_PATH", str(converted[1]))
-    monkeypatch.setenv("ALLOW_LOOPBACK_FOR_TESTS", "1")
-    handler.get_service.cache_clear()
-    yield
-    handler.get_service.cache_clear()
+def serve(converted, function_env) -> None:  # type: ignore[no-untyped-def]
+    function_env(MODEL_PATH=converted[1], ALLOW_LOOPBACK_FOR_TESTS=1)
 
 
 def keras_probabilities(model, photo: Path) -> np.ndarray:  # type: ignore[no-untyped-def]

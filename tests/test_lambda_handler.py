@@ -16,6 +16,7 @@ from lambda_function import handler
 from lambda_function.config import Config
 from lambda_function.errors import ModelUnavailableError
 from lambda_function.model import Classifier, download_model
+from tests.images import png_claiming
 from tests.lambda_testing import (
     BLUE,
     GREEN,
@@ -36,23 +37,15 @@ from tests.lambda_testing import (
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=SIZE)
-
-
 @pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch, tiny_model: Path):  # type: ignore[no-untyped-def]
+def configure(function_env, tiny_model: Path):  # type: ignore[no-untyped-def]
     """Set the function's environment; the next request builds the service from it."""
 
     def apply(**env: object) -> None:
-        for name, value in {"MODEL_PATH": tiny_model, "ALLOW_LOOPBACK_FOR_TESTS": 1, **env}.items():
-            monkeypatch.setenv(name, str(value))
-        handler.get_service.cache_clear()
+        function_env(**{"MODEL_PATH": tiny_model, "ALLOW_LOOPBACK_FOR_TESTS": 1, **env})
 
     apply()
-    yield apply
-    handler.get_service.cache_clear()
+    return apply
 
 
 @pytest.fixture
@@ -254,25 +247,8 @@ def test_too_many_pixels_is_a_413(configure) -> None:
     assert invoke({"image": b64(image_bytes(size=(64, 48)))})["status"] == 413
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb's shape)."""
-    import io
-    import struct
-    import zlib
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
-    data[12:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(header))
-    return bytes(data)
-
-
 def test_a_decompression_bomb_is_a_413_before_decoding(configure) -> None:
-    answer = invoke({"image": b64(_png_claiming(60_000, 60_000))})
+    answer = invoke({"image": b64(png_claiming(60_000, 60_000))})
     assert (answer["status"], answer["error"]["code"]) == (413, "image_too_large")
 
 

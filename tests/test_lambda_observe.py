@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ from tests import images
 from tests.lambda_testing import (
     FakeContext,
     b64,
-    build_model,
     image_bytes,
     load_event,
     send,
@@ -31,17 +29,10 @@ FIELDS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
-
-
 @pytest.fixture
-def function(monkeypatch, tiny_model, caplog):  # type: ignore[no-untyped-def]
+def function(function_env, tiny_model, caplog):  # type: ignore[no-untyped-def]
     """The handler with loopback allowed; returns the log lines of each invocation."""
-    monkeypatch.setenv("MODEL_PATH", str(tiny_model))
-    monkeypatch.setenv("ALLOW_LOOPBACK_FOR_TESTS", "1")
-    handler.get_service.cache_clear()
+    function_env(MODEL_PATH=tiny_model, ALLOW_LOOPBACK_FOR_TESTS=1)
     handler.get_service()  # the model-loaded line is not a request line
     caplog.set_level(logging.INFO, logger="lambda_function")
 
@@ -50,8 +41,7 @@ def function(monkeypatch, tiny_model, caplog):  # type: ignore[no-untyped-def]
         handler.lambda_handler(event, FakeContext(aws_request_id=request_id))
         return [json.loads(record.getMessage()) for record in caplog.records]
 
-    yield invoke
-    handler.get_service.cache_clear()
+    return invoke
 
 
 @pytest.fixture

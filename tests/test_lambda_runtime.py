@@ -18,9 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.lambda_testing import GREEN, LABELS, b64, build_model, image_bytes, load_event
+from tests.lambda_testing import GREEN, LABELS, b64, image_bytes, load_event
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "/2018-06-01/runtime"
@@ -77,11 +75,6 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
 
 
 def test_the_runtime_client_runs_the_handler_like_the_container(tiny_model: Path) -> None:

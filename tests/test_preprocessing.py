@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,15 +10,7 @@ from PIL import Image, ImageOps
 
 from lambda_function import preprocessing as pp
 from lambda_function.preprocessing import UPRIGHT
-from tests.images import animated_gif, encode, noise, with_orientation
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid 1x1 PNG whose header claims ``width`` x ``height`` (a decompression bomb)."""
-    data = encode(Image.new("L", (1, 1)), "PNG")
-    ihdr = struct.pack(">II", width, height) + data[24:29]
-    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return data[:16] + ihdr + crc + data[33:]
+from tests.images import animated_gif, encode, noise, png_claiming, with_orientation
 
 
 @pytest.mark.parametrize("orientation", sorted(UPRIGHT))
@@ -122,7 +112,7 @@ def test_non_bytes_input_is_rejected() -> None:
 @pytest.mark.parametrize("width, height", [(100_000, 100_000), (10_000, 5_000), (1, 50_000_000)])
 def test_images_over_the_pixel_cap_are_rejected_before_decoding(width: int, height: int) -> None:
     with pytest.raises(pp.ImageTooLargeError, match="Expected at most 40,000,000 pixels"):
-        pp.decode_image(png_claiming(width, height))
+        pp.decode_image(png_claiming(width, height, "L"))
 
 
 def test_pixel_cap_is_configurable() -> None:

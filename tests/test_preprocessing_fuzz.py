@@ -7,9 +7,7 @@ Pillow may fail in many ways inside, but the contract lets only ``ImageError`` o
 
 from __future__ import annotations
 
-import os
-
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from lambda_function import preprocessing as pp
@@ -24,8 +22,6 @@ SEEDS = [
     with_orientation(noise("RGB", size=(64, 48)), 6, fmt="JPEG"),
     animated_gif(frames=2),
 ]
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))  # per test; more for a long run
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def decodes_or_says_why(data: bytes) -> None:
@@ -38,13 +34,11 @@ def decodes_or_says_why(data: bytes) -> None:
         assert pixels.shape == (71, 71, 3)
 
 
-@FUZZ
 @given(st.binary(max_size=2048))
 def test_random_bytes(data: bytes) -> None:
     decodes_or_says_why(data)
 
 
-@FUZZ
 @given(
     seed=st.sampled_from(SEEDS),
     flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
@@ -56,7 +50,6 @@ def test_images_with_corrupted_bytes(seed: bytes, flips: list[tuple[int, int]]) 
     decodes_or_says_why(bytes(data))
 
 
-@FUZZ
 @given(seed=st.sampled_from(SEEDS), cut=st.floats(0.0, 1.0), junk=st.binary(max_size=64))
 def test_truncated_images_with_trailing_junk(seed: bytes, cut: float, junk: bytes) -> None:
     decodes_or_says_why(seed[: int(len(seed) * cut)] + junk)

@@ -1,4 +1,4 @@
-"""A short soak in CI: ``bench/soak.py`` with 300 invocations and 4 parallel clients.
+"""A short soak in CI: ``bench.soak`` with 300 invocations and 4 parallel clients.
 
 It asserts what does not depend on the machine's speed: no 5xx, no leaked file
 descriptors or threads, resident memory within 10% after warm-up, every good case
@@ -8,29 +8,15 @@ answered 200 and every hostile one 4xx. The long run (5,000 invocations) is
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SOAK = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
-
-
-def load_soak() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_soak", SOAK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from bench import soak
 
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    soak = load_soak()
     config = soak.SoakConfig(invocations=300, warmup=100, clients=4, requests_per_client=15)
     return soak.run(config)
 

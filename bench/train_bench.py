@@ -18,16 +18,18 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.results import RESULTS, publish
 from training import data, manifest
 from training.augment import COURSE
 from training.commands import evaluate_run, record_runs
-from training.config import RunConfig
+from training.config import RunConfig, SweepPlan
 from training.finetune import fine_tune_run
-from training.train import Workspace, train_run
-from training.tune import SweepPlan, sweep, write_table
+from training.train import train_run
+from training.tune import sweep, write_table
+from training.workspace import Workspace
 
 COURSE_RESULTS = {
     "150": {"val": 0.85, "test": 0.80},
@@ -130,7 +132,7 @@ def fine_tune_299(ws: Workspace, args) -> dict:
         fine_tune_from="block13",
         fine_tune_epochs=args.fine_tune_epochs,
     )
-    head = train_run(ws, cfg.with_(fine_tune_from=""))
+    head = train_run(ws, replace(cfg, fine_tune_from=""))
     start = time.perf_counter()
     tuned = fine_tune_run(ws, cfg, head)
     seconds = time.perf_counter() - start  # activation extraction (if not cached) + epochs

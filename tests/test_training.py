@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,13 @@ pytestmark = [
 
 CLASSES = ("dress", "hat", "pants", "shoes")
 SIZE = 71  # Xception's smallest input
+
+
+def load_checkpoint(path: Path):
+    """A saved ``.h5`` full model, uncompiled (for prediction), as convert loads it."""
+    import keras
+
+    return keras.models.load_model(path, compile=False)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,8 @@ def trained(tmp_path_factory, dataset: Path) -> Path:
 def real_run(tmp_path_factory, dataset: Path, xception_weights: Path):
     """A fast-path run with the real ImageNet base at 71 px (logits worth comparing)."""
     from training.config import RunConfig
-    from training.train import Workspace, train_run
+    from training.train import train_run
+    from training.workspace import Workspace
 
     out = tmp_path_factory.mktemp("real")
     ws = Workspace(data.scan(dataset), xception_weights, out, out / "cache", verbose=0)
@@ -110,8 +119,6 @@ def test_train_writes_plots(trained: Path) -> None:
 
 
 def test_saved_model_predicts_what_the_fast_path_measured(real_run) -> None:
-    from training.train import load_checkpoint
-
     ws, result = real_run
     model = load_checkpoint(result.checkpoint)
     pixels = ws.pixels("validation", SIZE)
@@ -146,7 +153,8 @@ def test_augmented_run_uses_model_checkpoint_and_keeps_augmentation_out_of_the_m
 ) -> None:
     from training.augment import ALL
     from training.config import RunConfig
-    from training.train import Workspace, load_checkpoint, train_run
+    from training.train import train_run
+    from training.workspace import Workspace
 
     ws = Workspace(data.scan(dataset), None, tmp_path, None, verbose=0)
     result = train_run(ws, RunConfig(image_size=SIZE, epochs=2, augmentation=ALL))
@@ -273,10 +281,9 @@ def test_fine_tuning_trains_the_top_blocks_only_and_the_h5_predicts_what_it_meas
 ) -> None:
     from training.finetune import fine_tune_run
     from training.model import make_base
-    from training.train import load_checkpoint
 
     ws, head = real_run
-    cfg = head.config.with_(fine_tune_from="block13", fine_tune_epochs=2, fine_tune_flip=True)
+    cfg = replace(head.config, fine_tune_from="block13", fine_tune_epochs=2, fine_tune_flip=True)
     tuned = fine_tune_run(ws, cfg, head)
     assert tuned.name.endswith("_ft13_flip")
     assert len(list(ws.cache_dir.glob("block13flip-*-train.npy"))) == 1

@@ -5,13 +5,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from training.augment import ALL, COURSE, Augmentation
-from training.config import RunConfig
+from training.config import (
+    CACHE_DIR,
+    DATA_DIR,
+    RULE,
+    TRAINING_DIR,
+    TUNE_RUN,
+    TUNING_DIR,
+    Options,
+    RunConfig,
+    SweepPlan,
+)
 from training.tf_logs import TF_LOG_HELP, quiet_tensorflow
+
+RUN = RunConfig()
+SWEEP = SweepPlan()
 
 DESCRIPTION = """\
 Transfer learning on the clothing dataset: a frozen ImageNet Xception base and a small
@@ -31,42 +45,18 @@ commands:
 Run `python -m training COMMAND --help` for each command's options.
 """
 
-TRAIN_DEFAULTS = """\
-Defaults: 299 px, Adam lr 0.001, inner Dense(100) + Dropout(0.2), 20 epochs on the fast
+TRAIN_DEFAULTS = f"""\
+Defaults: {RUN.image_size} px, Adam lr {RUN.learning_rate:g}, inner Dense({RUN.size_inner}) + \
+Dropout({RUN.droprate:g}), {RUN.epochs} epochs on the fast
 path, then test metrics. On 2 CPU cores the first run spends ~4-9 min extracting features
 (cached for later runs); training the top then takes seconds. With --fine-tune, the
 head is trained first, then the top blocks with it; best_run is the better of the two
 by validation accuracy (fine-tuning wins a tie). Test metrics go into the manifest.
 """
 
-TUNE_RULE = """\
-Choosing the best: highest best-epoch validation accuracy; ties -> fewer trainable
-parameters, then earlier best epoch, then earlier in the sweep. Each stage keeps the
-best value of the stages before it.
-"""
-
-
-@dataclass(frozen=True)
-class Options:
-    """Parsed command line."""
-
-    command: str
-    data_dir: Path
-    weights: str | None
-    output_dir: Path
-    cache_dir: Path | None
-    run: RunConfig
-    verbose: int
-    mixed_precision: bool
-    evaluate: bool = True
-    run_name: str | None = None
-    split: str = "test"
-    stages: tuple[str, ...] = ()
-    learning_rates: tuple[float, ...] = ()
-    inner_sizes: tuple[int, ...] = ()
-    droprates: tuple[float, ...] = ()
-    aug_epochs: int | None = None
-    sweep_augmentation: Augmentation = COURSE
+TUNE_DESCRIPTION = textwrap.fill(
+    f"Choosing the best: {RULE}. Each stage keeps the best value of the stages before it.", 88
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=TRAIN_DEFAULTS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(train, "artifacts/training")
-    _model(train, image_size=299)
+    _common(train, TRAINING_DIR)
+    _model(train, RUN)
     train.add_argument(
         "--no-evaluate", action="store_true", help="skip the test-split evaluation after training"
     )
@@ -115,12 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--fine-tune",
         choices=("block13", "block14"),
-        default="",
+        default=RUN.fine_tune_from,
         help="fine-tune from this block up: block13 = the whole exit flow (default: off)",
     )
-    f.add_argument("--fine-tune-epochs", type=int, default=5, help="(default: %(default)s)")
     f.add_argument(
-        "--fine-tune-learning-rate", type=float, default=1e-4, help="Adam (default: %(default)s)"
+        "--fine-tune-epochs", type=int, default=RUN.fine_tune_epochs, help="(default: %(default)s)"
+    )
+    f.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=RUN.fine_tune_learning_rate,
+        help="Adam (default: %(default)s)",
     )
     f.add_argument(
         "--fine-tune-flip",
@@ -131,67 +126,82 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser(
         "tune",
         help="sweep learning rate, inner size, dropout, augmentation",
-        description=TUNE_RULE,
+        description=TUNE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(tune, "artifacts/tuning")
-    _model(tune, image_size=150)
+    _common(tune, TUNING_DIR)
+    _model(tune, TUNE_RUN)
     tune.add_argument(
         "--stages",
-        default="lr,inner,dropout,aug",
+        default=_joined(SWEEP.stages),
         help="comma-separated stages, run in this order (default: %(default)s)",
     )
-    tune.add_argument("--learning-rates", default="0.0001,0.001,0.01,0.1", help="lr stage values")
-    tune.add_argument("--inner-sizes", default="10,100,1000", help="inner stage values")
-    tune.add_argument("--droprates", default="0.0,0.2,0.5,0.8", help="dropout stage values")
+    tune.add_argument(
+        "--learning-rates",
+        default=_joined(SWEEP.learning_rates),
+        help="lr stage values (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--inner-sizes",
+        default=_joined(SWEEP.inner_sizes),
+        help="inner stage values (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--droprates",
+        default=_joined(SWEEP.droprates),
+        help="dropout stage values (default: %(default)s)",
+    )
     tune.add_argument(
         "--aug-epochs",
         type=int,
-        default=None,
+        default=SWEEP.aug_epochs,
         help="epochs of the augmented run of the aug stage (default: --epochs); it is the "
         "slow one. Its augmentation is --augment (default for tune: course)",
     )
     evaluate = sub.add_parser("evaluate", help="score a manifest run on a split")
-    _common(evaluate, "artifacts/training")
+    _common(evaluate, TRAINING_DIR)
     evaluate.add_argument("--run", default=None, help="run name (default: the manifest's best_run)")
     evaluate.add_argument(
-        "--split", default="test", choices=("train", "validation", "test"), help="default: test"
+        "--split",
+        default=Options.split,
+        choices=("train", "validation", "test"),
+        help="default: %(default)s",
     )
     return parser
 
 
-def _common(p: argparse.ArgumentParser, output_dir: str) -> None:
+def _common(p: argparse.ArgumentParser, output_dir: Path) -> None:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("DATA_DIR", "data/clothing-dataset-small")),
+        default=Path(os.environ.get("DATA_DIR", DATA_DIR)),
         help="dataset root with train/, validation/, test/, one folder per class "
-        "(default: $DATA_DIR or data/clothing-dataset-small)",
+        f"(default: $DATA_DIR or {DATA_DIR})",
     )
     p.add_argument(
         "--weights",
-        default=os.environ.get("XCEPTION_WEIGHTS", "imagenet"),
+        default=os.environ.get("XCEPTION_WEIGHTS", Options.weights),
         help="base weights: 'imagenet' (Keras download), a .weights.h5 path (include_top="
         "False), or 'none' for random weights (tests) (default: $XCEPTION_WEIGHTS or imagenet)",
     )
     p.add_argument(
         "--output-dir",
         type=Path,
-        default=Path(output_dir),
+        default=output_dir,
         help="where runs/, manifest.json and plots go (default: %(default)s)",
     )
     p.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path("artifacts/cache"),
+        default=CACHE_DIR,
         help="decoded pixels and base features, reused across runs (default: %(default)s)",
     )
     p.add_argument("--no-cache", action="store_true", help="keep nothing on disk between runs")
-    p.add_argument("--seed", type=int, default=1, help="seed for weights init and shuffling")
+    p.add_argument("--seed", type=int, default=RUN.seed, help="seed for weights init and shuffling")
     p.add_argument(
         "--verbose",
         type=int,
-        default=2,
+        default=Options.verbose,
         choices=(0, 1, 2),
         help="Keras progress: 0 silent, 1 bar, 2 one line per epoch (default: %(default)s)",
     )
@@ -204,24 +214,57 @@ def _common(p: argparse.ArgumentParser, output_dir: str) -> None:
     )
 
 
-def _model(p: argparse.ArgumentParser, image_size: int) -> None:
+def _model(p: argparse.ArgumentParser, defaults: RunConfig) -> None:
+    """Model and augmentation options, defaulting to ``defaults``."""
     g = p.add_argument_group("model and training")
     g.add_argument(
         "--image-size",
         type=int,
-        default=image_size,
+        default=defaults.image_size,
         help="input size in px, >= 71 (default: %(default)s)",
     )
-    g.add_argument("--learning-rate", type=float, default=1e-3, help="Adam (default: %(default)s)")
     g.add_argument(
-        "--size-inner", type=int, default=100, help="inner Dense width, 0 = none (default: 100)"
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="Adam (default: %(default)s)",
     )
-    g.add_argument("--droprate", type=float, default=0.2, help="dropout after it (default: 0.2)")
-    g.add_argument("--epochs", type=int, default=20, help="epochs (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="(default: 0)")
-    g.add_argument("--l2", type=float, default=0.0, help="L2 on the dense kernels (default: 0)")
-    g.add_argument("--name", default="", help="run name (default: made from the settings)")
+    g.add_argument(
+        "--size-inner",
+        type=int,
+        default=defaults.size_inner,
+        help="inner Dense width, 0 = none (default: %(default)s)",
+    )
+    g.add_argument(
+        "--droprate",
+        type=float,
+        default=defaults.droprate,
+        help="dropout after it (default: %(default)s)",
+    )
+    g.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="epochs (default: %(default)s)"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="batch size (default: %(default)s)",
+    )
+    g.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="(default: %(default)s)",
+    )
+    g.add_argument(
+        "--l2",
+        type=float,
+        default=defaults.l2,
+        help="L2 on the dense kernels (default: %(default)s)",
+    )
+    g.add_argument(
+        "--name", default=defaults.name, help="run name (default: made from the settings)"
+    )
     a = p.add_argument_group(
         "augmentation (train split only; turns the fast path off)",
         "--augment picks a preset; the switches below override its values",
@@ -277,23 +320,24 @@ def to_options(args: argparse.Namespace) -> Options:
                 "Expected --fine-tune without augmentation (it trains on cached activations). "
                 f"Received augmentation: {augmentation.describe()}"
             )
-        run = run.with_(
+        run = replace(
+            run,
             fine_tune_from=args.fine_tune,
             fine_tune_epochs=_positive("fine-tune-epochs", args.fine_tune_epochs),
             fine_tune_learning_rate=args.fine_tune_learning_rate,
             fine_tune_flip=args.fine_tune_flip,
         )
         return Options(run=run, evaluate=not args.no_evaluate, **common)
-    return Options(
-        run=run.with_(augmentation=Augmentation()),  # the aug stage alone augments
-        sweep_augmentation=augmentation if augmentation.enabled else COURSE,
-        stages=_split(args.stages, str),
+    sweep = SweepPlan(
         learning_rates=_split(args.learning_rates, float),
         inner_sizes=_split(args.inner_sizes, int),
         droprates=_split(args.droprates, float),
+        augmentation=augmentation if augmentation.enabled else COURSE,
         aug_epochs=args.aug_epochs,
-        **common,
+        stages=_split(args.stages, str),
     )
+    # The aug stage alone augments: the sweep starts from the un-augmented configuration.
+    return Options(run=replace(run, augmentation=Augmentation()), sweep=sweep, **common)
 
 
 def _augmentation(args: argparse.Namespace, default: str) -> Augmentation:
@@ -304,6 +348,11 @@ def _augmentation(args: argparse.Namespace, default: str) -> Augmentation:
         if getattr(args, name) is not None
     }
     return Augmentation(**{**preset.__dict__, **overrides})
+
+
+def _joined(values) -> str:
+    """A default tuple as the comma-separated text the option takes."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _split(text: str, kind):

@@ -1,19 +1,22 @@
-"""What each ``python -m training`` command does, given parsed :class:`~training.cli.Options`."""
+"""What each ``python -m training`` command does, given parsed :class:`~training.config.Options`."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from training import data, manifest, plots
-from training.cli import Options
+from training.config import RULE, Options
 from training.evaluate import evaluate_checkpoint
 from training.finetune import fine_tune_run
-from training.train import RunResult, Workspace, train_run
-from training.tune import RULE, SweepPlan, sweep, write_table
+from training.runs import RunResult
+from training.train import train_run
+from training.tune import sweep, write_table
+from training.workspace import Workspace
 
 
 def run(options: Options) -> int:
@@ -51,7 +54,7 @@ def workspace(options: Options) -> Workspace:
 def train(ws: Workspace, options: Options) -> int:
     start = time.perf_counter()
     cfg = options.run
-    head = train_run(ws, cfg.with_(fine_tune_from=""))
+    head = train_run(ws, replace(cfg, fine_tune_from=""))
     _say(head)
     results = [head]
     if cfg.fine_tune_from:
@@ -78,15 +81,7 @@ def _say(result: RunResult) -> None:
 
 
 def tune(ws: Workspace, options: Options) -> int:
-    plan = SweepPlan(
-        learning_rates=options.learning_rates,
-        inner_sizes=options.inner_sizes,
-        droprates=options.droprates,
-        augmentation=options.sweep_augmentation,
-        aug_epochs=options.aug_epochs,
-        stages=options.stages,
-    )
-    rows, best = sweep(ws, options.run, plan)
+    rows, best = sweep(ws, options.run, options.sweep)
     unique = list({row.result.name: row.result for row in rows}.values())
     record_runs(ws, unique, best.name, selection_rule=RULE)
     paths = write_table(rows, best, ws.output_dir)
@@ -102,7 +97,10 @@ def evaluate(ws: Workspace, options: Options) -> int:
     return 0
 
 
-def record_runs(ws: Workspace, results: list[RunResult], best_run: str, **extra) -> None:
+def record_runs(
+    ws: Workspace, results: list[RunResult], best_run: str, *, selection_rule: str | None = None
+) -> None:
+    """Learning curves next to each checkpoint, and the runs in the manifest."""
     for result in results:
         plots.learning_curves(
             {result.name: result.history},
@@ -110,11 +108,11 @@ def record_runs(ws: Workspace, results: list[RunResult], best_run: str, **extra)
             f"{result.name}: train (dashed) vs validation (solid)",
         )
     entries = [manifest.run_entry(r, ws.output_dir, ws.labels, ws.fingerprint()) for r in results]
-    manifest.record(ws.output_dir, entries, best_run, **extra)
+    manifest.record(ws.output_dir, entries, best_run, selection_rule=selection_rule)
 
 
 def evaluate_run(
-    ws: Workspace, run_name: str, result: RunResult | None, split: str = "test", **extra
+    ws: Workspace, run_name: str, result: RunResult | None, split: str = "test"
 ) -> dict:
     """Score the run's checkpoint file on ``split`` and store the numbers in the manifest."""
     record = _find_run(ws.output_dir, run_name)
@@ -129,7 +127,6 @@ def evaluate_run(
             "max_abs_logit_diff": float(np.abs(fast - logits).max()),
             "same_prediction": float((fast.argmax(1) == logits.argmax(1)).mean()),
         }
-    metrics.update(extra)
     if split == "test":
         manifest.set_test(ws.output_dir, run_name, metrics)
     return metrics

@@ -1,10 +1,31 @@
-"""What one training run is: a frozen, JSON-friendly record of its settings."""
+"""Settings, free of TensorFlow: one run, a sweep, the command line, and the selection rule.
+
+Everything a default or a rule is written down as lives here once; the command line
+(:mod:`training.cli`) builds its argparse defaults from these dataclasses, and the
+code that trains (:mod:`training.commands`, :mod:`training.tune`) reads the same ones.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from training.augment import Augmentation
+from training.augment import COURSE, Augmentation
+
+RULE = (
+    "best = highest best-epoch validation accuracy; ties -> fewer trainable parameters, "
+    "then earlier best epoch, then earlier in the sweep"
+)
+"""How a sweep (and each of its stages) picks its best run: :func:`training.tune.pick_best`."""
+
+STAGES = ("lr", "inner", "dropout", "aug")
+"""The sweep's stages, in the order they run by default."""
+
+TRAINING_DIR = Path("artifacts/training")
+TUNING_DIR = Path("artifacts/tuning")
+CACHE_DIR = Path("artifacts/cache")
+DATA_DIR = Path("data/clothing-dataset-small")
 
 
 @dataclass(frozen=True)
@@ -55,9 +76,6 @@ class RunConfig:
                 parts.append("flip")
         return "_".join(parts)
 
-    def with_(self, **changes) -> RunConfig:
-        return replace(self, **changes)
-
     def to_dict(self) -> dict:
         record = asdict(self)
         record["name"] = self.run_name
@@ -65,3 +83,37 @@ class RunConfig:
         if self.fine_tune_from:
             record["path"] = f"fine-tune from {self.fine_tune_from} (cached activations)"
         return record
+
+
+TUNE_RUN = RunConfig(image_size=150)
+"""The configuration a sweep starts from: 150 px to explore, 299 (the default) to ship."""
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The values each stage of a sweep tries, and which stages run."""
+
+    learning_rates: Sequence[float] = (0.0001, 0.001, 0.01, 0.1)
+    inner_sizes: Sequence[int] = (10, 100, 1000)
+    droprates: Sequence[float] = (0.0, 0.2, 0.5, 0.8)
+    augmentation: Augmentation = COURSE
+    aug_epochs: int | None = None  # epochs of the augmented run (None: the base config's)
+    stages: Sequence[str] = STAGES
+
+
+@dataclass(frozen=True)
+class Options:
+    """A parsed ``python -m training`` command line."""
+
+    command: str
+    data_dir: Path = DATA_DIR
+    weights: str | None = "imagenet"  # a .weights.h5 path, "imagenet", or None (random)
+    output_dir: Path = TRAINING_DIR
+    cache_dir: Path | None = CACHE_DIR
+    run: RunConfig = field(default_factory=RunConfig)
+    verbose: int = 2
+    mixed_precision: bool = False
+    evaluate: bool = True  # train: score the best checkpoint on test afterwards
+    run_name: str | None = None  # evaluate: None = the manifest's best_run
+    split: str = "test"  # evaluate
+    sweep: SweepPlan = field(default_factory=SweepPlan)  # tune

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from training import pipeline, plots
-from training.train import Workspace, load_checkpoint
+from training.workspace import Workspace
 
 
 def evaluate_checkpoint(
     ws: Workspace, checkpoint: Path, image_size: int, split: str = "test", plot: Path | None = None
 ) -> tuple[dict, np.ndarray]:
     """Reload ``checkpoint`` from disk and score it on ``split``; return (metrics, logits)."""
-    model = load_checkpoint(checkpoint)
+    model = keras.models.load_model(checkpoint, compile=False)
     batches = pipeline.make_dataset(
         ws.pixels(split, image_size), ws.targets(split), len(ws.labels), batch_size=32
     )

@@ -80,12 +80,21 @@ def cached_features(
 
 
 def cache_path(
-    cache_dir: Path | None, image_size: int, weights_fp: str, data_fp: str, split: str
+    cache_dir: Path | None,
+    image_size: int,
+    weights_fp: str,
+    data_fp: str,
+    split: str,
+    *,
+    kind: str = "features",
 ) -> Path | None:
-    """Where one split's features live; ``None`` (no disk cache) for random weights."""
+    """Where one split's ``kind`` of base output lives; ``None`` (no disk cache) for random weights.
+
+    ``kind`` is ``features`` (pooled), or a fine-tuning cut such as ``block13`` (activations).
+    """
     if cache_dir is None or weights_fp in ("random", "imagenet"):
         return None
-    name = f"features-{image_size}-{weights_fp[:16]}-{data_fp[:16]}-{split}.npy"
+    name = f"{kind}-{image_size}-{weights_fp[:16]}-{data_fp[:16]}-{split}.npy"
     return Path(cache_dir) / name
 
 

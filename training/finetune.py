@@ -13,17 +13,15 @@ architecture as any other checkpoint, and it must predict what fine-tuning measu
 
 from __future__ import annotations
 
-import shutil
-import time
-
 import keras
 import numpy as np
 from keras import layers
 
-from training import features, pipeline
+from training import features, pipeline, runs
 from training.config import RunConfig
 from training.model import compile_model, make_base, make_network
-from training.train import CHECKPOINT, BestTop, RunResult, Workspace, _count, _plain
+from training.runs import RunResult
+from training.workspace import Workspace
 
 ENTRY = {  # the layer each fine-tunable block starts at (its input is the cut)
     "block13": "block13_sepconv1_act",
@@ -55,10 +53,7 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
     """Fine-tune ``cfg.fine_tune_from`` and up, starting from ``head``'s trained top."""
     if head.top is None:
         raise ValueError("Expected a fast-path head run to fine-tune from (no augmentation).")
-    run_dir = ws.output_dir / "runs" / cfg.run_name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir = runs.fresh_dir(ws.output_dir, cfg)
     size, n_classes = cfg.image_size, len(ws.labels)
     with ws.strategy.scope():
         base = make_base(size, ws.weights)  # fresh: the workspace's shared base stays frozen
@@ -77,10 +72,9 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
         unfreeze(base, blocks)
         tuner = _tuning_model(blocks, network.top)
         compile_model(tuner, cfg.fine_tune_learning_rate, label_smoothing=cfg.label_smoothing)
-    keeper = BestTop()
     keras.utils.set_random_seed(cfg.seed)
-    start = time.perf_counter()
-    fit = tuner.fit(
+    fit = runs.fit_best(
+        tuner,
         pipeline.array_batches(
             x_train, y_train, n_classes, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed
         ),
@@ -88,26 +82,17 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
             x_val, ws.targets("validation"), n_classes, batch_size=cfg.batch_size
         ),
         epochs=cfg.fine_tune_epochs,
-        callbacks=[keeper],
         shuffle=False,  # array_batches shuffles (each epoch)
         verbose=ws.verbose,
     )
-    seconds = time.perf_counter() - start
-    history = _plain(fit.history)
-    trainable = _count(tuner.trainable_weights)
-    tuner.set_weights(keeper.best_weights)
-    val_accuracy = history["val_accuracy"][keeper.best_epoch - 1]
-    checkpoint = run_dir / CHECKPOINT.format(epoch=keeper.best_epoch, val_accuracy=val_accuracy)
+    trainable = runs.count_params(tuner.trainable_weights)
     base.trainable = False  # saved as a frozen base, like every other checkpoint
-    network.model.save(checkpoint)
-    return RunResult(
-        config=cfg,
-        checkpoint=checkpoint,
-        best_epoch=keeper.best_epoch,
-        best_val_accuracy=val_accuracy,
-        history=history,
-        seconds=seconds,
-        trainable_params=trainable,
+    runs.save_best(network.model, run_dir, fit)
+    return runs.finish(
+        cfg,
+        run_dir,
+        fit,
+        trainable,
         fast_predict=lambda split: tuner.predict(
             pipeline.array_batches(activations(ws, stem, cfg, split), ws.targets(split), n_classes),
             verbose=0,
@@ -120,25 +105,22 @@ def activations(
 ) -> np.ndarray:
     """The stem's output for a split (float16; of mirrored images if ``flip``), cached."""
     kind = cfg.fine_tune_from + ("flip" if flip else "")
-    key = ("activations", kind, split, cfg.image_size)
-    if key not in ws._features:
-        path = ws.cache_path(split, cfg.image_size)
-        if path is not None:
-            path = path.with_name(path.name.replace("features-", f"{kind}-"))
 
-        def pixels() -> np.ndarray:
-            pixels = ws.pixels(split, cfg.image_size)
-            return np.ascontiguousarray(pixels[:, :, ::-1]) if flip else pixels
+    def pixels() -> np.ndarray:
+        pixels = ws.pixels(split, cfg.image_size)
+        return np.ascontiguousarray(pixels[:, :, ::-1]) if flip else pixels
 
-        ws._features[key] = features.cached_features(
+    return ws.remember(
+        ("activations", kind, split, cfg.image_size),
+        lambda: features.cached_features(
             stem,
             pixels,
             len(ws.dataset[split]),
-            path,
+            ws.cache_path(split, cfg.image_size, kind=kind),
             desc=f"{kind} input {split}@{cfg.image_size}",
             dtype=np.float16,
-        )
-    return ws._features[key]
+        ),
+    )
 
 
 def _tuning_model(blocks: keras.Model, top: keras.Model) -> keras.Model:

@@ -7,18 +7,35 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
-import keras
-import tensorflow as tf
-
-from training.train import RunResult
+from training.config import RunConfig
 
 NAME = "manifest.json"
 
 
-def run_entry(result: RunResult, root: Path, labels, fingerprint: dict) -> dict:
+@dataclass(frozen=True)
+class RunRecord:
+    """What a finished run leaves on disk: the facts the manifest records of it."""
+
+    config: RunConfig
+    checkpoint: Path
+    best_epoch: int  # 1-based, as in the file name
+    best_val_accuracy: float
+    history: dict[str, list[float]]
+    seconds: float
+    trainable_params: int
+
+    @property
+    def name(self) -> str:
+        return self.config.run_name
+
+
+def run_entry(result: RunRecord, root: Path, labels: Sequence[str], fingerprint: dict) -> dict:
     """The manifest record of one run."""
     return {
         "name": result.name,
@@ -51,13 +68,16 @@ def save(root: Path, manifest: dict) -> Path:
     return path
 
 
-def record(root: Path, entries: list[dict], best_run: str, **extra) -> Path:
+def record(
+    root: Path, entries: list[dict], best_run: str, *, selection_rule: str | None = None
+) -> Path:
     """Add (or replace, by name) ``entries`` and name ``best_run`` as the one to ship."""
     manifest = load(root)
     names = {entry["name"] for entry in entries}
     manifest["runs"] = [r for r in manifest.get("runs", []) if r["name"] not in names] + entries
     manifest["best_run"] = best_run
-    manifest.update(extra)
+    if selection_rule is not None:
+        manifest["selection_rule"] = selection_rule
     return save(root, manifest)
 
 
@@ -84,11 +104,21 @@ def best(root: Path) -> dict:
 
 
 def versions() -> dict[str, str]:
+    """Python's, TensorFlow's and Keras' versions (read from package metadata, not imports)."""
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
+        "tensorflow": _version("tensorflow", "tensorflow-cpu"),
+        "keras": _version("keras"),
     }
+
+
+def _version(*distributions: str) -> str:
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def _names(manifest: dict) -> list[str]:

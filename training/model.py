@@ -13,6 +13,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from training.config import RunConfig
+
 MIN_IMAGE_SIZE = 71
 N_FEATURES = 2048  # Xception's pooled output width
 
@@ -27,17 +29,20 @@ class Network:
 
 
 def make_model(
-    image_size: int = 150,
-    learning_rate: float = 1e-3,
-    size_inner: int = 100,
-    droprate: float = 0.2,
+    image_size: int = RunConfig.image_size,
+    learning_rate: float = RunConfig.learning_rate,
+    size_inner: int = RunConfig.size_inner,
+    droprate: float = RunConfig.droprate,
     weights: str | Path | None = "imagenet",
     n_classes: int = 10,
     *,
-    label_smoothing: float = 0.0,
-    l2: float = 0.0,
+    label_smoothing: float = RunConfig.label_smoothing,
+    l2: float = RunConfig.l2,
 ) -> keras.Model:
     """A compiled full model: frozen Xception, global average pooling, dense top, logits.
+
+    The defaults are :class:`training.config.RunConfig`'s (what ``python -m training train``
+    trains).
 
     Args:
         image_size: input height and width in pixels (>= 71); 150 to explore, 299 to ship.
@@ -58,13 +63,13 @@ def make_model(
 
 
 def make_network(
-    image_size: int = 150,
-    size_inner: int = 100,
-    droprate: float = 0.2,
+    image_size: int = RunConfig.image_size,
+    size_inner: int = RunConfig.size_inner,
+    droprate: float = RunConfig.droprate,
     weights: str | Path | None = "imagenet",
     n_classes: int = 10,
     *,
-    l2: float = 0.0,
+    l2: float = RunConfig.l2,
     base: keras.Model | None = None,
     name: str = "xception_v1",
 ) -> Network:

@@ -2,11 +2,7 @@
 
 Each stage varies one setting and keeps the best value of the stages before it, as
 the course does by hand. The best run of a stage (and of the whole sweep) is chosen by
-one rule, :func:`pick_best`:
-
-1. highest best-epoch validation accuracy;
-2. on a tie, the smaller top (fewer trainable parameters);
-3. then the earlier best epoch; then the earlier setting in the sweep.
+one rule, :data:`training.config.RULE`, which :func:`pick_best` implements.
 """
 
 from __future__ import annotations
@@ -14,31 +10,15 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from training import plots
-from training.augment import COURSE, Augmentation
-from training.config import RunConfig
-from training.train import RunResult, Workspace, train_run
-
-RULE = (
-    "best = highest best-epoch validation accuracy; ties -> fewer trainable parameters, "
-    "then earlier best epoch, then earlier in the sweep"
-)
-STAGES = ("lr", "inner", "dropout", "aug")
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """The values each stage tries."""
-
-    learning_rates: Sequence[float] = (0.0001, 0.001, 0.01, 0.1)
-    inner_sizes: Sequence[int] = (10, 100, 1000)
-    droprates: Sequence[float] = (0.0, 0.2, 0.5, 0.8)
-    augmentation: Augmentation = COURSE
-    aug_epochs: int | None = None  # epochs of the augmented run (None: the base config's)
-    stages: Sequence[str] = STAGES
+from training.augment import Augmentation
+from training.config import RULE, STAGES, RunConfig, SweepPlan
+from training.runs import RunResult
+from training.train import train_run
+from training.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -67,7 +47,8 @@ class Row:
 
 
 def pick_best(results: Sequence[RunResult]) -> RunResult:
-    """The documented rule (see the module docstring and :data:`RULE`)."""
+    """:data:`training.config.RULE`: best validation accuracy, then the smaller top, the
+    earlier best epoch, the earlier in ``results``."""
     order = {id(r): i for i, r in enumerate(results)}
     return min(
         results,
@@ -101,7 +82,7 @@ def sweep(ws: Workspace, base: RunConfig, plan: SweepPlan) -> tuple[list[Row], R
             ws.output_dir / f"curves_{stage}.png",
             f"{stage} sweep at {base.image_size}px: train (dashed) vs validation (solid)",
         )
-        current = stage_best.config.with_(name="")
+        current = replace(stage_best.config, name="")
         best = stage_best if best is None else pick_best([best, stage_best])
     if best is None:
         raise ValueError("Expected at least one sweep stage. Received none.")
@@ -137,16 +118,16 @@ def markdown_table(records: Sequence[dict], best_name: str) -> str:
 
 def _settings(stage: str, cfg: RunConfig, plan: SweepPlan) -> list[tuple[str, RunConfig]]:
     if stage == "lr":
-        return [(f"lr={v:g}", cfg.with_(learning_rate=v)) for v in plan.learning_rates]
+        return [(f"lr={v:g}", replace(cfg, learning_rate=v)) for v in plan.learning_rates]
     if stage == "inner":
-        return [(f"inner={v}", cfg.with_(size_inner=v)) for v in plan.inner_sizes]
+        return [(f"inner={v}", replace(cfg, size_inner=v)) for v in plan.inner_sizes]
     if stage == "dropout":
-        return [(f"dropout={v:g}", cfg.with_(droprate=v)) for v in plan.droprates]
+        return [(f"dropout={v:g}", replace(cfg, droprate=v)) for v in plan.droprates]
     epochs = plan.aug_epochs or cfg.epochs
     return [
-        ("augmentation=off", cfg.with_(augmentation=Augmentation())),
+        ("augmentation=off", replace(cfg, augmentation=Augmentation())),
         (
             f"augmentation=on ({plan.augmentation.describe()})",
-            cfg.with_(augmentation=plan.augmentation, epochs=epochs),
+            replace(cfg, augmentation=plan.augmentation, epochs=epochs),
         ),
     ]

@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from lambda_function import events
+from lambda_function import events, uploads
 from lambda_function.config import TEST_ONLY_LOOPBACK, Config
 from lambda_function.errors import to_service_error
 from lambda_function.observe import RequestTrace
@@ -55,6 +55,8 @@ _process = {"cold": True}
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Classify the image(s) ``event`` names; see the README's API contract."""
+    if uploads.is_s3_notification(event):  # an upload: its answer goes to the results table
+        return uploads.lambda_handler(event, context)
     trace = RequestTrace()
     request_id = getattr(context, "aws_request_id", "") or str(uuid.uuid4())
     source = events.source_of(event)

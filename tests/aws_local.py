@@ -90,7 +90,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 
 def template() -> dict[str, Any]:
-    """``template.yaml`` as a dict (intrinsic functions as ``{"Ref": ...}``/``{"Fn::...": ...}``)."""
+    """``template.yaml`` as a dict; short tags become ``{"Ref": ...}``, ``{"Fn::Sub": ...}``."""
     return yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)
 
 
@@ -181,6 +181,7 @@ def rows(table: str) -> list[dict[str, Any]]:
 
 # -- faults ----------------------------------------------------------------------------
 
+HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "date", "server"}
 Fault = Callable[[str, dict[str, str], bytes], tuple[int, dict[str, str], bytes] | None]
 """(path, headers, body) -> the error answer to send instead, or None to forward."""
 
@@ -227,13 +228,26 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 status, payload, extra = error.code, error.read(), dict(error.headers.items())
         self.send_response(status)
         for name, value in extra.items():
-            if name.lower() not in {"content-length", "transfer-encoding", "connection", "date", "server"}:
+            if name.lower() not in HOP_HEADERS:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _relay
+    def do_GET(self) -> None:
+        self._relay()
+
+    def do_POST(self) -> None:
+        self._relay()
+
+    def do_PUT(self) -> None:
+        self._relay()
+
+    def do_HEAD(self) -> None:
+        self._relay()
+
+    def do_DELETE(self) -> None:
+        self._relay()
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -258,7 +272,7 @@ def dynamodb_throttling(target: str = "PutItem") -> Fault:
         if headers.get("X-Amz-Target", "").endswith(f".{target}"):
             message = {
                 "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-                "message": "The level of configured provisioned throughput for the table was exceeded.",
+                "message": "The level of configured provisioned throughput was exceeded.",
             }
             return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(message).encode()
         return None

@@ -129,7 +129,8 @@ def test_the_row_holds_what_the_service_answers_for_the_same_photo(
 
 
 def test_the_predict_function_hands_an_s3_event_to_the_upload_path(aws: dict[str, Any]) -> None:
-    answer = handler.lambda_handler(upload(aws, "uploads/blue.jpg", image_bytes(BLUE)), FakeContext())
+    event = upload(aws, "uploads/blue.jpg", image_bytes(BLUE))
+    answer = handler.lambda_handler(event, FakeContext())
 
     assert "statusCode" not in answer and "error" not in answer
     assert only_row(aws)["category"] == LABELS[2]
@@ -155,7 +156,7 @@ def test_the_event_file_shapes_are_understood() -> None:
     ]
     assert versioned[0].version_id == "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"
     batch = uploads.photos_from_batch(aws_local.load_event("backfill-batch.json"))
-    assert [(p.key, p.etag, p.size) for p in batch][0] == (
+    assert (batch[0].key, batch[0].etag, batch[0].size) == (
         "catalogue/dress/0001.jpg",
         "05704fbdccb224cb01c59005bebbad28",
         23816,
@@ -323,7 +324,7 @@ def test_an_s3_outage_raises_and_writes_nothing(
         proxy.fault = lambda path, headers, body: (
             503,
             {"Content-Type": "application/xml"},
-            b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+            b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>",
         )
         with pytest.raises(TransientError, match="SlowDown"):
             deliver(event)

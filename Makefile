@@ -44,7 +44,8 @@ EXTRA_TESTS ?=
 
 .PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
 	check setup setup-deploy lock data clean FORCE \
-	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes
+	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes \
+	backfill bench-backfill
 
 help: ## list the targets
 	@echo "Python for $(VENV): $(or $(PYTHON),none found: set PYTHON=...)"
@@ -117,6 +118,13 @@ bench-soak: | setup ## 5,000 good and hostile requests in one process + parallel
 
 bench-runtimes: | setup data ## Keras, LiteRT, onnxruntime side by side (needs bench-convert)
 	$(BIN)/python -m bench.runtimes
+
+bench-backfill: | setup data ## photos/s per vCPU on the backfill path, 1 vs N per invoke; cost
+	$(BIN)/python -m bench.backfill_throughput
+
+# e.g. make backfill URI=s3://my-shop-catalogue/catalogue/ STACK=fashion-classifier BACKFILL_ARGS=--dry-run
+backfill: | setup ## classify every photo under URI with the deployed STACK's backfill (docs/upload.md)
+	$(BIN)/python -m lambda_function.backfill $(URI) $(if $(STACK),--stack $(STACK)) $(BACKFILL_ARGS)
 
 setup: $(VENV)/.installed ## the venv: the locked dev set (requirements/dev.txt) + the project
 

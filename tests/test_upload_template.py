@@ -108,6 +108,7 @@ def test_what_still_fails_after_the_retries_goes_to_the_queue_and_raises_an_alar
 def test_the_results_table_is_on_demand_and_keyed_as_the_rows_are() -> None:
     table = resource("ResultsTable")["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}  # for consumers
     keys = [k["AttributeName"] for k in table["KeySchema"]]
     row = results.row(Outcome(Photo("b", "k.jpg", "e" * 32)), "v1")
     assert keys == ["photo", "etag"] and all(key in row for key in keys)

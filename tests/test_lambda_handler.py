@@ -170,6 +170,9 @@ def test_the_events_bad_request_file_is_a_400(configure) -> None:
 def test_every_event_file_is_used_by_a_test() -> None:
     used = {"direct-url.json", "direct-batch.json", "http-api-url.json", "rest-api-url.json"}
     used |= {"http-api-upload.json", "http-api-bad-request.json"}
+    # The upload path's (tests/test_uploads.py, test_backfill.py, test_redrive.py):
+    used |= {"s3-put.json", "s3-put-versioned.json", "backfill-batch.json"}
+    used |= {"upload-failure-record.json"}
     events_dir = Path(__file__).resolve().parent.parent / "events"
     assert {path.name for path in events_dir.glob("*.json")} == used
 

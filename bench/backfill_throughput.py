@@ -1,7 +1,8 @@
 """Photos per second per vCPU on the backfill path: one photo per invoke vs batches.
 
-    python bench/backfill_throughput.py [--model PATH] [--photos 256] [--batch-sizes 8,16,32]
-    # or: make bench-backfill   -> docs/results/backfill-throughput-DATE.{md,json}
+    python -m bench.backfill_throughput [--model PATH] [--photos 256] [--batch-sizes 8,16,32]
+    # or: make bench-backfill  -> docs/results/backfill-throughput-DATE.md,
+    #                             artifacts/bench/backfill_throughput.json
 
 Everything the deployed function does per invocation runs here, end to end, through
 ``lambda_function.uploads.lambda_handler`` with Distributed Map batch events: the check
@@ -21,29 +22,30 @@ import argparse
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from a clone: the repository's own package
+from bench.results import RESULTS, SCRATCH, publish
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "artifacts" / "model" / "model.int8.onnx"
-RESULTS = REPO / "docs" / "results"
 BUCKET = "bench-catalogue"
 LAMBDA_MB_PER_VCPU = 1769
 
 # Published prices, us-east-1, checked 2026-12 (aws.amazon.com/lambda/pricing, /step-functions
 # /pricing, /s3/pricing, /dynamodb/pricing): first pricing tier of each.
+LAMBDA_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 PRICES = {
-    "lambda_gb_s": {"x86_64": 0.0000166667, "arm64": 0.0000133334},
     "lambda_request": 0.20 / 1e6,
     "s3_get": 0.0004 / 1000,
     "s3_list": 0.005 / 1000,
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=256, help="dataset photos per mode")
     parser.add_argument("--batch-sizes", default="8,16,32")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the markdown goes")
+    parser.add_argument("--scratch", type=Path, default=SCRATCH, help="where the JSON goes")
     args = parser.parse_args(argv)
     if not args.model.is_file():
         print(f"Expected the int8 model at {args.model} (make run). Received: no file.")
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [1, *(int(n) for n in args.batch_sizes.split(","))]
     report = measure(args.model, photos, sizes, args.rounds)
     report["cost"] = cost_table(report)
-    written = write(report, args.out)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    (args.scratch / "backfill_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    written = publish("backfill-throughput", "Backfill throughput", markdown(report), args.results)
     print(written.read_text())
     return 0
 
@@ -180,7 +185,7 @@ def cost_table(report: dict[str, Any]) -> list[dict[str, Any]]:
                 + (1e6 / 1000) * PRICES["s3_list"]
             )
         requests = 1e6 / batch * PRICES["lambda_request"]
-        for arch, price in PRICES["lambda_gb_s"].items():
+        for arch, price in LAMBDA_GB_S.items():
             compute = seconds * memory / 1024 * price
             rows.append(
                 {
@@ -198,16 +203,9 @@ def cost_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write(report: dict[str, Any], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"backfill-throughput-{report['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+def markdown(report: dict[str, Any]) -> str:
     single = report["photos_per_s"]["1"]
     lines = [
-        f"# Backfill throughput, {report['date']}",
-        "",
-        "Command: `flock /tmp/heavy.lock nice -n 5 python bench/backfill_throughput.py` "
-        "(`make bench-backfill`).",
         f"Model: `{report['model']}` (version {report['model_version']}, "
         f"{report['image_size']} px); {report['photos']} test-split photos per mode, "
         f"median of {report['rounds']} rounds; {report['vcpus']} vCPUs "
@@ -250,17 +248,16 @@ def write(report: dict[str, Any], out: Path) -> Path:
         "arm64 rows assume the x86 rate measured here (not measured: no Graviton machine).",
         "",
     ]
-    path = stem.with_suffix(".md")
-    path.write_text("\n".join(lines))
-    return path
+    return "\n".join(lines)
 
 
 def template_memory_size() -> int:
-    import yaml
-
+    """The ``MemorySize`` parameter's default in ``template.yaml``: what both functions get."""
     text = (REPO / "template.yaml").read_text()
-    params = yaml.safe_load(text.split("\nConditions:")[0])["Parameters"]
-    return int(params["MemorySize"]["Default"])
+    found = re.search(r"^  MemorySize:\n    Type: Number\n    Default: (\d+)$", text, re.M)
+    if found is None:
+        raise ValueError("Expected a MemorySize parameter with a Default in template.yaml.")
+    return int(found.group(1))
 
 
 def create_table(name: str) -> None:
@@ -281,7 +278,7 @@ def create_table(name: str) -> None:
 
 
 @contextmanager
-def moto_endpoint():  # type: ignore[no-untyped-def]
+def moto_endpoint() -> Iterator[None]:
     """moto in its own process on loopback (so its CPU is not the function's), with every
     boto3 client of this process pointed at it."""
     with socket.socket() as probe:

@@ -27,7 +27,7 @@ from tests.aws_local import (
     distributed_map_batches,
     rows,
 )
-from tests.lambda_testing import LABELS, RED, FakeContext, build_model, image_bytes
+from tests.lambda_testing import LABELS, RED, FakeContext, image_bytes
 
 BUCKET = "shop-catalogue"
 PREFIX = "catalogue/"
@@ -37,12 +37,11 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:fashion-upload"
 
 
 @pytest.fixture(scope="module")
-def catalogue(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def catalogue(data_dir: Path, tiny_model: Path) -> Iterator[dict[str, Any]]:
     """A moto bucket of 50 dataset photos (5 per category) under catalogue/, plus a corrupt
     file, a folder placeholder and a photo outside the prefix; the results table."""
-    model = build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
     with aws_local.moto_endpoint(), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MODEL_PATH", str(model))
+        patch.setenv("MODEL_PATH", str(tiny_model))
         patch.setenv("RESULTS_TABLE", TABLE)
         handler.get_service.cache_clear()
         s3 = boto3.client("s3")

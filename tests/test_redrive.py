@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,7 +20,7 @@ import pytest
 
 from lambda_function import handler, redrive, uploads
 from tests import aws_local
-from tests.lambda_testing import RED, FakeContext, build_model, image_bytes, load_event
+from tests.lambda_testing import RED, FakeContext, image_bytes, load_event
 
 BUCKET, TABLE, FUNCTION = "redrive-uploads", "redrive-results", "fashion-upload"
 
@@ -44,13 +45,12 @@ class _LambdaInvokeApi(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    model = build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
+def aws(tiny_model: Path) -> Iterator[dict[str, Any]]:
     lambda_api = ThreadingHTTPServer(("127.0.0.1", 0), _LambdaInvokeApi)
     lambda_api.invocations = []  # type: ignore[attr-defined]
     threading.Thread(target=lambda_api.serve_forever, args=(0.02,), daemon=True).start()
     with aws_local.moto_endpoint(), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MODEL_PATH", str(model))
+        patch.setenv("MODEL_PATH", str(tiny_model))
         patch.setenv("RESULTS_TABLE", TABLE)
         patch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{lambda_api.server_address[1]}")
         handler.get_service.cache_clear()

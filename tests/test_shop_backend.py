@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,16 +20,15 @@ import pytest
 from examples import shop_backend
 from lambda_function import handler, uploads
 from tests import aws_local
-from tests.lambda_testing import RED, FakeContext, build_model, image_bytes, load_event
+from tests.lambda_testing import RED, FakeContext, image_bytes, load_event
 
 BUCKET, TABLE, KEY = "shop-uploads", "shop-results", "uploads/seller-42/listing 7.jpg"
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    model = build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=32)
+def shop(tiny_model: Path) -> Iterator[dict[str, Any]]:
     with aws_local.moto_endpoint(), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MODEL_PATH", str(model))
+        patch.setenv("MODEL_PATH", str(tiny_model))
         patch.setenv("RESULTS_TABLE", TABLE)
         handler.get_service.cache_clear()
         boto3.client("s3").create_bucket(Bucket=BUCKET)

@@ -28,7 +28,7 @@ from tests.aws_local import (
     rows,
     s3_put_event,
 )
-from tests.lambda_testing import BLUE, GREEN, LABELS, RED, FakeContext, build_model, image_bytes
+from tests.lambda_testing import BLUE, GREEN, LABELS, RED, FakeContext, image_bytes
 
 SIZE = 32
 TABLE = "fashion-results"
@@ -39,11 +39,6 @@ NUMBERS = itertools.count()
 def endpoint() -> Iterator[str]:
     with aws_local.moto_endpoint() as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("model") / "model.onnx", image_size=SIZE)
 
 
 @pytest.fixture

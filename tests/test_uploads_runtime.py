@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from tests import aws_local
-from tests.lambda_testing import RED, build_model, image_bytes
+from tests.lambda_testing import RED, image_bytes
 from tests.test_lambda_runtime import RuntimeApi
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +35,8 @@ def endpoint() -> Iterator[str]:
 
 
 def test_the_upload_command_stores_rows_and_reports_transient_errors(
-    endpoint: str, tmp_path: Path
+    endpoint: str, tiny_model: Path
 ) -> None:
-    model = build_model(tmp_path / "model.onnx", image_size=32)
     data = image_bytes(RED)
     etag = boto3.client("s3").put_object(Bucket=BUCKET, Key="uploads/red.jpg", Body=data)["ETag"]
     events = [
@@ -49,7 +48,7 @@ def test_the_upload_command_stores_rows_and_reports_transient_errors(
     env = {
         **os.environ,
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
-        "MODEL_PATH": str(model),
+        "MODEL_PATH": str(tiny_model),
         "RESULTS_TABLE": TABLE,
         "PYTHONPATH": str(REPO),
     }

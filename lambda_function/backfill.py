@@ -23,6 +23,8 @@ STATE_MACHINE_VARIABLE = "BACKFILL_STATE_MACHINE"
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_CONCURRENCY = 20
 DEFAULT_TOLERATED_FAILURE_PERCENTAGE = 1.0
+MAX_BATCH_SIZE = 64
+"""A batch's bytes are all in memory at once: 64 photos at the 10 MB cap fit in 3 GB."""
 
 
 class UsageError(ValueError):
@@ -171,7 +173,7 @@ def parse_args(argv: list[str] | None) -> Options:
     args = parser.parse_args(argv)
     bucket, prefix = parse_uri(args.uri)
     for name, value, low, high in (
-        ("--batch-size", args.batch_size, 1, 256),
+        ("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE),
         ("--max-concurrency", args.max_concurrency, 1, 10_000),
         ("--tolerated-failure-percentage", args.tolerated_failure_percentage, 0, 100),
     ):

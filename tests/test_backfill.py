@@ -125,7 +125,7 @@ def test_a_dry_run_counts_the_objects_and_starts_nothing(
     [
         (["https://example.com/catalogue/"], "Expected s3://bucket/prefix/"),
         ([f"s3://{BUCKET}/{PREFIX}"], "Expected --state-machine ARN"),
-        ([f"s3://{BUCKET}/{PREFIX}", "--batch-size", "0", "--dry-run"], "--batch-size in [1, 256]"),
+        ([f"s3://{BUCKET}/{PREFIX}", "--batch-size", "0", "--dry-run"], "--batch-size in [1, 64]"),
     ],
 )
 def test_a_bad_command_line_says_what_was_expected(

@@ -181,7 +181,9 @@ def process(
             transient.append(f"{photo.describe()}: {data}")
         else:
             readable.append((photo, data))
-    outcomes += classify(readable, service, remaining_s)
+    classified, failed = classify(readable, service, remaining_s)
+    outcomes += classified
+    transient += failed
 
     writes = _parallel(lambda o: put(o, model_version, table, dynamodb), outcomes)
     stored = []
@@ -206,15 +208,16 @@ def process(
 
 def classify(
     readable: list[tuple[Photo, bytes]], service: Service, remaining_s: float
-) -> list[Outcome]:
-    """One batched inference over the photos' bytes, with the service's limits and errors."""
+) -> tuple[list[Outcome], list[str]]:
+    """One batched inference over the photos' bytes, with the service's limits and errors:
+    the outcomes to store, and what failed in a way a retry may fix (a 5xx of the service)."""
     if not readable:
-        return []
+        return [], []
     request = Request(tuple(Item(data=data) for _, data in readable), batch=True)
     trace = RequestTrace()
     trace.describe(request)
     answer = service.answer(request, service.deadline(remaining_s), trace)
-    outcomes = []
+    outcomes, transient = [], []
     for (photo, data), result, item in zip(readable, answer["results"], trace.items, strict=True):
         image = {"bytes": len(data)} | (
             {"width": item.width, "height": item.height} if item.width else {}
@@ -227,8 +230,8 @@ def classify(
             failure = PermanentError(error["code"], error["message"])
             outcomes.append(Outcome(photo, failure=failure, image=image))
         else:
-            raise TransientError(f"Classifying {photo.describe()} failed: {result['error']}")
-    return outcomes
+            transient.append(f"{photo.describe()}: {result['error']['code']}")
+    return outcomes, transient
 
 
 def _parallel(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:

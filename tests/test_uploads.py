@@ -347,3 +347,24 @@ def test_a_model_that_does_not_load_raises_so_the_event_is_retried(
 def test_the_summary_is_json(aws: dict[str, Any]) -> None:
     answer = deliver(upload(aws, "uploads/red.jpg", image_bytes(RED)))
     assert json.loads(json.dumps(answer)) == answer
+
+
+def test_an_unexpected_error_while_decoding_is_retried_after_the_others_are_stored(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lambda_function import service as service_module
+
+    real_decode, odd = service_module.decode_image, image_bytes(GREEN)
+
+    def decode(data: bytes, **limits: Any) -> Any:
+        if data == odd:
+            raise RuntimeError("a bug, not the photo's fault")
+        return real_decode(data, **limits)
+
+    monkeypatch.setattr(service_module, "decode_image", decode)
+    red, green = upload(aws, "uploads/red.jpg", image_bytes(RED)), upload(aws, "uploads/g.jpg", odd)
+
+    with pytest.raises(TransientError, match=r"1 of 2 photos.*internal_error"):
+        deliver(many_records(red, green))
+
+    assert [row["key"] for row in rows(aws["table"])] == ["uploads/red.jpg"]

@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Expected {args.photos} photos under {data_dir}/test. Received: {len(photos)}.")
         return 2
     sizes = [1, *(int(n) for n in args.batch_sizes.split(","))]
+    load_before = os.getloadavg()[0]
     report = measure(args.model, photos, sizes, args.rounds)
+    report["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     report["cost"] = cost_table(report)
     args.scratch.mkdir(parents=True, exist_ok=True)
     (args.scratch / "backfill_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -210,7 +212,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['image_size']} px); {report['photos']} test-split photos per mode, "
         f"median of {report['rounds']} rounds; {report['vcpus']} vCPUs "
         f"({report['cpu']}), onnxruntime with {report['ort_threads']} threads. S3 and DynamoDB: "
-        "moto on loopback. The machine is shared with other jobs; figures are lower bounds.",
+        "moto on loopback. The machine is shared with other jobs (1-minute load average "
+        f"{report['load_average'][0]} before, {report['load_average'][1]} after); "
+        "figures are lower bounds.",
         "",
         "| photos per invoke | photos/s | photos/s per vCPU | vs 1 per invoke | all rounds "
         "| photos per CPU-second of the function |",

@@ -129,7 +129,7 @@ backfill: | setup ## classify every photo under URI with the deployed STACK's ba
 setup: $(VENV)/.installed ## the venv: the locked dev set (requirements/dev.txt) + the project
 
 # A venv whose pip does not run, or on another Python than $(PYTHON), is made anew.
-$(VENV)/.installed: pyproject.toml requirements/dev.txt
+$(VENV)/.installed: requirements/dev.txt pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "make: no working python3.12 or python3; set PYTHON=" >&2; exit 1; }
 	@echo "make: $(VENV) on $(PYTHON) ($$($(PYTHON) -V 2>&1))"
 	@want=$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])'); \
@@ -157,6 +157,7 @@ lock: ## regenerate requirements/dev.txt from pyproject.toml
 		|| { $(PYTHON) -m venv --clear $(LOCK_VENV) \
 		&& $(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
 	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra convert --extra bench --group dev \
+		--constraint requirements/constraints.txt \
 		--universal --python-version 3.11 --generate-hashes --quiet \
 		--custom-compile-command "make lock" -o requirements/dev.txt
 

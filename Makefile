@@ -82,8 +82,8 @@ test: test-pytest $(EXTRA_TESTS) ## every test suite (pytest, TensorFlow and the
 test-pytest: | setup data
 	$(PYTEST)
 
-test-fast: | setup data ## the edit loop: pytest -m "not slow" (no training, no bench smoke tests)
-	$(PYTEST) -m "not slow"
+test-fast: | setup data ## the edit loop: pytest -m "not slow", fewer fuzz examples
+	HYPOTHESIS_PROFILE=dev $(PYTEST) -m "not slow"
 
 bench-smoke: | setup data ## the benchmark scripts' smoke tests (pytest -m bench)
 	$(PYTEST) -m bench

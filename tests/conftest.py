@@ -19,13 +19,14 @@ from tests.lambda_testing import build_model
 
 SPLITS = ("train", "validation", "test")
 
-# Fuzz tests: `ci` by default; HYPOTHESIS_PROFILE=long for a long run.
+# Fuzz tests: `ci` by default; `dev` (make test-fast) for the edit loop; `long` for a long run.
 settings.register_profile(
     "ci",
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=50)
 settings.register_profile("long", settings.get_profile("ci"), max_examples=3000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ def resolve(extra: str, tmp_path: Path) -> dict[str, str]:
     return {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in installs}
 
 
+@pytest.mark.slow  # asks the package index
 def test_serve_group_never_pulls_tensorflow(tmp_path: Path) -> None:
     resolved = resolve("serve", tmp_path)
     assert {"numpy", "pillow", "onnxruntime"} <= resolved.keys()

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model",
         type=Path,
         help="the ONNX model (default: MODEL_PATH, else the baked-in or "
-        "converted model artifacts/model/model.onnx)",
+        "served model artifacts/model/serve.onnx)",
     )
     args = parser.parse_args(argv)
     if args.model is not None:

@@ -163,8 +163,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| inference, 2 threads | {m['infer_wall_ms_2']:.1f} | {m['infer_cpu_ms_2']:.1f} |",
         "",
         "Expected on Lambda (an upload; a URL adds its fetch), at "
-        f"${PRICES['x86_64']}/GB-s x86_64, ${PRICES['arm64']}/GB-s arm64 and $0.20 per "
-        f"million requests (us-east-1, first tier, as of {PRICES_AS_OF}):",
+        f"${PRICES['x86_64']:.10f}/GB-s x86_64, ${PRICES['arm64']:.10f}/GB-s arm64 and "
+        f"$0.20 per million requests (us-east-1, first tier, as of {PRICES_AS_OF}):",
         "",
         "| MemorySize MB | vCPU | threads | warm latency ms | $ / 1M x86_64 | $ / 1M arm64 |",
         "|---:|---:|---:|---:|---:|---:|",

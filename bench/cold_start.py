@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         for name, (code, site) in variants.items():
             samples[name].append(run(code, site, args.model, image, args.threads))
-    report = {
+    report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python bench/cold_start.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or (SERVED_MODEL if SERVED_MODEL.is_file() else FALLBACK_MODEL)
     photos = test_photos(args.data_dir, args.photos)
     measured = measure(model, photos, args.repeats)
-    report = {
+    report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python bench/cost.py " + " ".join(argv or sys.argv[1:]),
         "model": {"path": str(model), "mb": round(model.stat().st_size / 1e6, 1)},

@@ -130,13 +130,15 @@ def table(measured: dict[str, Any]) -> list[dict[str, Any]]:
             measured[f"infer_wall_ms_{threads}"], measured[f"infer_cpu_ms_{threads}"] / vcpu
         )
         latency = measured["prepare_cpu_ms"] / min(vcpu, 1.0) + infer
-        gb_seconds = memory / 1024 * math.ceil(latency) / 1000
+        billed_ms = math.ceil(latency)  # Lambda bills whole milliseconds
+        gb_seconds = memory / 1024 * billed_ms / 1000
         rows.append(
             {
                 "memory_mb": memory,
                 "vcpu": round(vcpu, 2),
                 "threads": threads,
                 "latency_ms": round(latency),
+                "billed_ms": billed_ms,
                 **{
                     f"usd_per_million_{arch}": round(1e6 * (REQUEST_PRICE + gb_seconds * price), 2)
                     for arch, price in PRICES.items()

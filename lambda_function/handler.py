@@ -104,6 +104,6 @@ if "AWS_LAMBDA_RUNTIME_API" in os.environ:
     except Exception as exc:
         # Fail the init: Lambda then reports it (Errors, the INIT_REPORT) and retries it,
         # instead of a live function that answers every request 500.
-        logger.exception("the model could not be loaded at cold start")
         observe.emit(observe.init_failure(exc))
+        logger.exception("the model could not be loaded at cold start")
         raise

@@ -1,7 +1,8 @@
 """Cold start of the handler: this code, an earlier checkout, and this code with Powertools.
 
-    python bench/cold_start.py --baseline ../main --powertools-site /tmp/powertools [--runs 12]
-    # -> docs/results/cold-start-YYYY-MM-DD.md (committed) and artifacts/bench/cold_start.json
+    python -m bench.cold_start --baseline ../main --powertools-site /tmp/powertools \
+        --model artifacts/model/serve.onnx --photo PHOTO [--runs 12]
+    # -> docs/results/cold-start-DATE.md (committed) and artifacts/bench/cold_start.json
 
 Each run is a fresh interpreter that does what a Lambda init and first request do: import
 the handler, load and warm up the model (``get_service``), answer one real test photo. The
@@ -18,7 +19,6 @@ import argparse
 import base64
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.results import RESULTS, SCRATCH, publish
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "docs" / "results"
-SCRATCH = REPO / "artifacts" / "bench"
 CHILD = """
 import json, sys, time
 started = time.perf_counter()
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", type=Path, required=True, help="a test photo")
     parser.add_argument("--threads", default="2", help="ORT_INTRA_OP_THREADS (3008 MB: 2)")
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     args = parser.parse_args(argv)
     image = base64.b64encode(args.photo.read_bytes()).decode()
     variants = {
@@ -72,17 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             samples[name].append(run(code, site, args.model, image, args.threads))
     report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/cold_start.py " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "model": {"path": str(args.model), "mb": round(args.model.stat().st_size / 1e6, 1)},
         "medians": {name: summary(runs) for name, runs in samples.items()},
         "samples": samples,
     }
     SCRATCH.mkdir(parents=True, exist_ok=True)
     (SCRATCH / "cold_start.json").write_text(json.dumps(report, indent=2) + "\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"cold-start-{report['created_at'][:10]}.md"
-    out.write_text(markdown(report))
+    title = "Cold start: import, model load, first answer"
+    out = publish("cold-start", title, markdown(report), args.results)
     print(out.read_text())
     return 0
 
@@ -119,12 +119,9 @@ def markdown(report: dict[str, Any]) -> str:
     medians = report["medians"]
     base = medians["baseline"]
     lines = [
-        f"# Cold start: import, model load, first answer ({report['created_at'][:10]})",
-        "",
-        f"Made by `{report['command'].strip()}` on {report['machine']['cpus']} shared cores, "
-        f"Python {report['machine']['python']}; model `{report['model']['path']}` "
-        f"({report['model']['mb']} MB). Medians of {len(report['samples']['baseline'])} fresh "
-        "interpreters per variant, taken in turns:",
+        f"Model `{report['model']['path']}` ({report['model']['mb']} MB). Medians of "
+        f"{len(report['samples']['baseline'])} fresh interpreters per variant, taken in turns "
+        "on shared cores:",
         "",
         "| variant | import ms | load + warm-up ms | first answer ms | wall ms | CPU ms "
         "| CPU vs baseline |",

@@ -1,7 +1,7 @@
 """What a warm request costs and how long it takes, for each Lambda memory size.
 
-    python bench/cost.py [--model PATH] [--photos 24] [--repeats 3]
-    # -> docs/results/cost-YYYY-MM-DD.md (committed) and artifacts/bench/cost.json
+    python -m bench.cost [--model PATH] [--photos 24] [--repeats 3]
+    # -> docs/results/cost-DATE.md (committed) and artifacts/bench/cost.json
 
 Measured here, for the served model: wall and CPU time of one 299-pixel inference with one
 and with two onnxruntime threads (the session serving builds), and of decoding + preparing
@@ -20,20 +20,16 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from lambda_function.config import LAMBDA_MB_PER_VCPU, SERVED_MODEL  # noqa: E402
-from lambda_function.model import Classifier  # noqa: E402
-from lambda_function.preprocessing import prepare  # noqa: E402
+from bench.results import RESULTS, SCRATCH, publish
+from lambda_function.config import LAMBDA_MB_PER_VCPU, SERVED_MODEL
+from lambda_function.model import Classifier
+from lambda_function.preprocessing import prepare
 
 MEMORY_SIZES = (1024, 1769, 2048, 3008, 3538)
 PRICES = {
@@ -46,8 +42,6 @@ PRICES = {
 }
 REQUEST_PRICE = 0.20 / 1_000_000
 PRICES_AS_OF = "2026-12-01"
-RESULTS = REPO / "docs" / "results"
-SCRATCH = REPO / "artifacts" / "bench"
 FALLBACK_MODEL = Path("artifacts/model/model.int8.onnx")
 
 
@@ -57,24 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "")))
     parser.add_argument("--photos", type=int, default=24, help="test photos per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the photos")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
+    )
     args = parser.parse_args(argv)
     model = args.model or (SERVED_MODEL if SERVED_MODEL.is_file() else FALLBACK_MODEL)
     photos = test_photos(args.data_dir, args.photos)
     measured = measure(model, photos, args.repeats)
     report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/cost.py " + " ".join(argv or sys.argv[1:]),
         "model": {"path": str(model), "mb": round(model.stat().st_size / 1e6, 1)},
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()},
         "measured": measured,
         "prices": {"gb_second": PRICES, "request": REQUEST_PRICE, "as_of": PRICES_AS_OF},
         "table": table(measured),
     }
     SCRATCH.mkdir(parents=True, exist_ok=True)
     (SCRATCH / "cost.json").write_text(json.dumps(report, indent=2) + "\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"cost-{report['created_at'][:10]}.md"
-    out.write_text(markdown(report))
+    out = publish("cost", "Warm latency and cost per memory size", markdown(report), args.results)
     print(out.read_text())
     return 0
 
@@ -151,11 +144,7 @@ def table(measured: dict[str, Any]) -> list[dict[str, Any]]:
 def markdown(report: dict[str, Any]) -> str:
     m = report["measured"]
     lines = [
-        f"# Warm latency and cost per memory size ({report['created_at'][:10]})",
-        "",
-        f"Made by `{report['command'].strip()}` on {report['machine']['cpus']} cores "
-        f"({report['machine']['cpu']}), Python {report['machine']['python']}; model "
-        f"`{report['model']['path']}` ({report['model']['mb']} MB, {m['image_size']} px), "
+        f"Model `{report['model']['path']}` ({report['model']['mb']} MB, {m['image_size']} px), "
         f"{m['samples']} real test photos. Medians per image:",
         "",
         "| stage | wall ms | CPU ms |",
@@ -182,16 +171,6 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _ms(seconds: float) -> float:

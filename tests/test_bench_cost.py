@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "bench_cost", Path(__file__).resolve().parent.parent / "bench" / "cost.py"
-)
-cost = importlib.util.module_from_spec(SPEC)  # type: ignore[arg-type]
-SPEC.loader.exec_module(cost)  # type: ignore[union-attr]
+from bench import cost
 
 MEASURED = {
     "prepare_cpu_ms": 10.0,

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for _ in range(args.runs):
         for name, (code, site) in variants.items():
-            samples[name].append(run(code, site, args.model, image, args.threads))
+            samples[name].append(run(code, site, args.model.resolve(), image, args.threads))
     report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": {"path": str(args.model), "mb": round(args.model.stat().st_size / 1e6, 1)},

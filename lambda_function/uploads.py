@@ -29,7 +29,6 @@ from urllib.parse import unquote_plus
 
 from lambda_function.events import Item, Request
 from lambda_function.failures import PermanentError, TransientError
-from lambda_function.observe import RequestTrace
 from lambda_function.photos import BACKFILL, UPLOAD, Photo, read_photo
 from lambda_function.results import Outcome, already_done, put, table_name
 from lambda_function.service import Service
@@ -214,11 +213,10 @@ def classify(
     if not readable:
         return [], []
     request = Request(tuple(Item(data=data) for _, data in readable), batch=True)
-    trace = RequestTrace()
-    trace.describe(request)
-    answer = service.answer(request, service.deadline(remaining_s), trace)
+    answer = service.answer(request, service.deadline(remaining_s))
     outcomes, transient = [], []
-    for (photo, data), result, item in zip(readable, answer["results"], trace.items, strict=True):
+    results = answer.payload["results"]
+    for (photo, data), result, item in zip(readable, results, answer.items, strict=True):
         image = {"bytes": len(data)} | (
             {"width": item.width, "height": item.height} if item.width else {}
         )

@@ -9,48 +9,17 @@ one JSON line that is both its log record and its metrics (:mod:`lambda_function
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
 import time
 import uuid
 from typing import Any
 
 from lambda_function import events, observe, uploads
-from lambda_function.config import TEST_ONLY_LOOPBACK, Config
 from lambda_function.errors import to_service_error
 from lambda_function.events import Request
-from lambda_function.service import Answer, Service
+from lambda_function.process import get_service, load_at_init
+from lambda_function.service import Answer
 
-RUNTIME_LEVELS = {"TRACE": "DEBUG", "FATAL": "CRITICAL"}
-"""Lambda's application log levels that Python's logging names differently."""
-
-logger = logging.getLogger("lambda_function")
-_level = (os.environ.get("AWS_LAMBDA_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO").upper()
-logger.setLevel(RUNTIME_LEVELS.get(_level, _level))
-
-
-@functools.cache
-def get_service() -> Service:
-    """The one :class:`Service` of this process, from the environment (not cached on error)."""
-    started = time.monotonic()
-    config = Config.from_env()
-    if config.allow_loopback_for_tests:
-        logger.warning("%s=1: the fetcher may reach loopback. Tests only.", TEST_ONLY_LOOPBACK)
-    service = Service.from_config(config)
-    metadata = service.classifier.metadata
-    observe.emit(
-        {
-            "event": "model_loaded",
-            "model_loaded": metadata.version or "unknown",
-            "image_size": metadata.image_size,
-            "labels": len(metadata.labels),
-            "threads": config.intra_op_threads,
-            "seconds": round(time.monotonic() - started, 3),
-        }
-    )
-    return service
-
+__all__ = ["get_service", "lambda_handler"]
 
 _process = {"cold": True}
 """Whether this process has answered a request yet (the log's ``cold_start``)."""
@@ -98,12 +67,4 @@ def _remaining_s(context: Any) -> float:
     return remaining() / 1000 if callable(remaining) else 60.0
 
 
-if "AWS_LAMBDA_RUNTIME_API" in os.environ:
-    try:
-        get_service()
-    except Exception as exc:
-        # Fail the init: Lambda then reports it (Errors, the INIT_REPORT) and retries it,
-        # instead of a live function that answers every request 500.
-        observe.emit(observe.init_failure(exc))
-        logger.exception("the model could not be loaded at cold start")
-        raise
+load_at_init()

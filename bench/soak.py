@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gc
 import http.client
+import io
 import json
 import os
 import statistics
@@ -104,7 +106,8 @@ def run(config: SoakConfig) -> dict[str, Any]:
         from lambda_function import handler
 
         handler.get_service()  # loaded and warm, as after a cold start
-        with serving(_routes()) as server:
+        # The handler prints one JSON log line per request; thousands of them are noise here.
+        with serving(_routes()) as server, contextlib.redirect_stdout(io.StringIO()):
             events = _mix(server)
             soak = _soak(handler.lambda_handler, events, config)
             concurrency = _concurrency(handler.lambda_handler, server, config)

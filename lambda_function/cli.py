@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import io
 import json
 import os
 import sys
@@ -48,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model",
         type=Path,
         help="the ONNX model (default: MODEL_PATH, else the baked-in or "
-        "converted model artifacts/model/model.onnx)",
+        "served model artifacts/model/serve.onnx)",
+    )
+    parser.add_argument(
+        "--log",
+        action="store_true",
+        help="also print the function's log lines (one JSON line per request) to stderr",
     )
     args = parser.parse_args(argv)
     if args.model is not None:
@@ -65,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from lambda_function.handler import lambda_handler
 
-    answers = [
-        {"input": item, **lambda_handler(event, LocalContext())}
-        for item, event in zip(args.inputs, requests, strict=True)
-    ]
+    # The handler prints its log lines to stdout (as Lambda wants); here stdout is the answer.
+    with contextlib.redirect_stdout(sys.stderr if args.log else io.StringIO()):
+        answers = [
+            {"input": item, **lambda_handler(event, LocalContext())}
+            for item, event in zip(args.inputs, requests, strict=True)
+        ]
     output: Any = answers[0] if len(answers) == 1 else {"results": answers}
     print(json.dumps(output, indent=2))
     return 1 if any("error" in answer for answer in answers) else 0

@@ -10,14 +10,12 @@ from pathlib import Path
 
 from lambda_function.preprocessing import MAX_PIXELS
 
-PACKAGE_MODEL = Path(__file__).resolve().parent / "model.onnx"
-"""Where the container image bakes the model in (see the Dockerfile)."""
+PACKAGE_MODEL = Path(__file__).resolve().parent / "serve.onnx"
+"""Where the container image bakes the served model in (see the Dockerfile)."""
 
-CONVERTED_MODEL = Path("artifacts/model/model.onnx")
-"""Where ``python -m convert`` writes it, for local use from the repository root."""
-
-CONVERTED_INT8 = CONVERTED_MODEL.with_name("model.int8.onnx")
-"""Its int8 variant (``--int8``, what ``make run`` ships): preferred when it is there."""
+SERVED_MODEL = Path("artifacts/model/serve.onnx")
+"""The one model every ``python -m convert`` leaves to be served (int8 when it passed its
+gate, fp32 otherwise), for local use from the repository root."""
 
 LAMBDA_MB_PER_VCPU = 1769
 """Lambda gives a function one full vCPU per 1,769 MB of memory, whatever ``nproc`` says."""
@@ -89,11 +87,8 @@ class Config:
 
 
 def default_model_path() -> Path:
-    """The baked-in model when there is one, else the converter's int8, else its fp32 output."""
-    for path in (PACKAGE_MODEL, CONVERTED_INT8):
-        if path.is_file():
-            return path
-    return CONVERTED_MODEL
+    """The model baked into the image when there is one, else the converter's served model."""
+    return PACKAGE_MODEL if PACKAGE_MODEL.is_file() else SERVED_MODEL
 
 
 def default_threads(env: Mapping[str, str]) -> int:

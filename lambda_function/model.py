@@ -16,7 +16,7 @@ from lambda_function.model_metadata import ModelMetadata, ModelMetadataError
 
 MISSING_MODEL_HINT = (
     "Build one with `make run` (train, then convert) or `python -m convert`, "
-    "or point MODEL_PATH (or MODEL_S3_URI) at a model.onnx."
+    "or point MODEL_PATH (or MODEL_S3_URI) at an ONNX model."
 )
 
 

@@ -1,4 +1,9 @@
-"""The one structured log line per request: what came in, how long each stage took, the outcome.
+"""The one line per request: what came in, where the time went, the outcome, and its metrics.
+
+Each line is one JSON object printed to stdout. Lambda sends stdout to CloudWatch Logs as it
+is, in its text and its JSON log format alike, so the line stays an object (never a string
+inside another ``message``), and CloudWatch turns the values it declares under ``_aws`` into
+metrics (Embedded Metric Format): no API call, no library, no extra cold-start cost.
 
 Only hosts are logged, never paths or query strings (a presigned URL's signature lives
 there), and never error messages (they may quote the URL).
@@ -6,69 +11,99 @@ there), and never error messages (they may quote the URL).
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from lambda_function.events import Request
+if TYPE_CHECKING:
+    from lambda_function.events import Request
+    from lambda_function.service import Answer
 
 MAX_HOST_CHARS = 255
+DEFAULT_NAMESPACE = "FashionClassifier"
+"""CloudWatch namespace of the metrics unless ``METRICS_NAMESPACE`` names another."""
+
+MS, BYTES, COUNT = "Milliseconds", "Bytes", "Count"
 
 
-@dataclass
-class ItemTrace:
-    """One image: its bytes, its decoded size and where the time went (filled by the service)."""
+def request_line(
+    *,
+    request_id: str,
+    source: str,
+    request: Request | None,
+    answer: Answer | None,
+    status: int,
+    code: str,
+    cold_start: bool,
+    total_ms: float,
+) -> dict[str, Any]:
+    """The log record of one request, from the request and the service's per-item results."""
+    urls = [item.url for item in request.items if item.url] if request else []
+    items = answer.items if answer else ()
+    return {
+        "request_id": request_id,
+        "source": source,
+        "input": _kind(request, urls),
+        "hosts": [host_of(url) for url in urls],
+        "items": len(request.items) if request else 0,
+        "bytes": sum(item.bytes for item in items),
+        "image_sizes": [f"{item.width}x{item.height}" for item in items if item.width],
+        "item_errors": [item.error.code for item in items if item.error is not None],
+        "fetch_ms": _ms(max((item.fetch_ms for item in items), default=0.0)),
+        "decode_ms": _ms(sum(item.decode_ms for item in items)),
+        "inference_ms": _ms(answer.inference_ms if answer else 0.0),
+        "total_ms": _ms(total_ms),
+        "status": status,
+        "code": code,
+        "cold_start": cold_start,
+    }
 
-    bytes: int = 0
-    width: int = 0
-    height: int = 0
-    fetch_ms: float = 0.0
-    decode_ms: float = 0.0
+
+def with_metrics(line: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """``line`` as an EMF document: requests by source and status class, errors by code,
+    latencies, image bytes and cold starts, under the function's name."""
+    status = int(line["status"])
+    values: dict[str, float] = {"Latency": line["total_ms"], "ColdStart": int(line["cold_start"])}
+    definitions = [_metric("Latency", MS), _metric("ColdStart", COUNT)]
+    for name, field, unit in (
+        ("FetchLatency", "fetch_ms", MS),
+        ("DecodeLatency", "decode_ms", MS),
+        ("InferenceLatency", "inference_ms", MS),
+        ("ImageBytes", "bytes", BYTES),
+    ):
+        if line[field]:  # a stage that did not run is no sample of its latency
+            values[name] = line[field]
+            definitions.append(_metric(name, unit))
+    directives = [
+        {"Dimensions": [["Function"]], "Metrics": definitions},
+        {
+            "Dimensions": [["Function"], ["Function", "Source"], ["Function", "StatusClass"]],
+            "Metrics": [_metric("Requests", COUNT)],
+        },
+    ]
+    dimensions = {"Source": line["source"], "StatusClass": f"{status // 100}xx"}
+    if status >= 400:
+        errors = [_metric("Errors", COUNT)]
+        directives.append({"Dimensions": [["Function", "ErrorCode"]], "Metrics": errors})
+        dimensions["ErrorCode"] = line["code"]
+        values["Errors"] = 1
+    return _document(line, directives, {**dimensions, **values, "Requests": 1}, environ)
 
 
-@dataclass
-class RequestTrace:
-    """Everything the log line says about one request."""
+def init_failure(exc: BaseException, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The line (and the ``InitFailures`` metric) for a model or setting that cannot load."""
+    line = {"event": "init_failed", "error": type(exc).__name__, "reason": str(exc)}
+    directives = [{"Dimensions": [["Function"]], "Metrics": [_metric("InitFailures", COUNT)]}]
+    return _document(line, directives, {"InitFailures": 1}, environ)
 
-    started: float = field(default_factory=time.monotonic)
-    kind: str = ""
-    hosts: list[str] = field(default_factory=list)
-    items: list[ItemTrace] = field(default_factory=list)
-    inference_ms: float = 0.0
 
-    def describe(self, request: Request) -> None:
-        """Record the kind of input and the hosts it names (one item trace per image)."""
-        urls = [item.url for item in request.items if item.url]
-        if request.batch:
-            self.kind = "batch"
-        elif urls:
-            self.kind = "s3" if urls[0].lower().startswith("s3:") else "url"
-        else:
-            self.kind = "image"
-        self.hosts = [host_of(url) for url in urls]
-        self.items = [ItemTrace() for _ in request.items]
-
-    def log_line(
-        self, *, request_id: str, source: str, status: int, code: str, cold_start: bool
-    ) -> dict[str, Any]:
-        decoded = [item for item in self.items if item.width]
-        return {
-            "request_id": request_id,
-            "source": source,
-            "input": self.kind or "unparsed",
-            "hosts": self.hosts,
-            "items": len(self.items),
-            "bytes": sum(item.bytes for item in self.items),
-            "image_sizes": [f"{item.width}x{item.height}" for item in decoded],
-            "fetch_ms": _ms(max((item.fetch_ms for item in self.items), default=0.0)),
-            "decode_ms": _ms(sum(item.decode_ms for item in self.items)),
-            "inference_ms": _ms(self.inference_ms),
-            "total_ms": _ms((time.monotonic() - self.started) * 1000),
-            "status": status,
-            "code": code,
-            "cold_start": cold_start,
-        }
+def emit(line: dict[str, Any]) -> None:
+    """Print ``line`` as one JSON object (Lambda ships stdout to CloudWatch as it is)."""
+    sys.stdout.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
 
 
 def host_of(url: str) -> str:
@@ -80,8 +115,34 @@ def host_of(url: str) -> str:
     return host[:MAX_HOST_CHARS]
 
 
-def elapsed_ms(since: float) -> float:
-    return (time.monotonic() - since) * 1000
+def _document(
+    line: dict[str, Any],
+    directives: list[dict[str, Any]],
+    members: dict[str, Any],
+    environ: dict[str, str] | None,
+) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    namespace = env.get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+    metadata = {
+        "Timestamp": int(time.time() * 1000),
+        "CloudWatchMetrics": [{"Namespace": namespace, **d} for d in directives],
+    }
+    function = env.get("AWS_LAMBDA_FUNCTION_NAME") or "local"
+    return {"_aws": metadata, **line, "Function": function, **members}
+
+
+def _metric(name: str, unit: str) -> dict[str, str]:
+    return {"Name": name, "Unit": unit}
+
+
+def _kind(request: Request | None, urls: list[str]) -> str:
+    if request is None:
+        return "unparsed"
+    if request.batch:
+        return "batch"
+    if urls:
+        return "s3" if urls[0].lower().startswith("s3:") else "url"
+    return "image"
 
 
 def _ms(value: float) -> float:

@@ -157,8 +157,16 @@ def load_pixels(data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS) ->
 
 def preprocess(data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Image bytes to model input: float32 of shape ``(1, size, size, 3)`` in [-1, 1]."""
+    return prepare(data, size, max_pixels=max_pixels)[0]
+
+
+def prepare(
+    data: ImageBytes, size: int, *, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`preprocess`, plus the upright ``(width, height)`` the image decoded to."""
     _check_target_size(size)
-    return model_input(decode_image(data, max_pixels=max_pixels), size)
+    image = decode_image(data, max_pixels=max_pixels)
+    return model_input(image, size), image.size
 
 
 def preprocess_batch(

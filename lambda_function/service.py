@@ -1,10 +1,15 @@
-"""Requests to answers: fetch or take the bytes, preprocess, classify."""
+"""Requests to answers: fetch or take the bytes, preprocess, classify.
+
+The service returns what it did as values: an :class:`Answer` with one :class:`ItemResult`
+per image (its model input or its error, its bytes, decoded size and timings). The handler
+builds the request's log line from them; nothing is threaded through the calls to be filled in.
+"""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,10 +19,32 @@ from lambda_function.errors import ServiceError, to_service_error
 from lambda_function.events import Item, Request
 from lambda_function.fetch import FetchPolicy, fetch
 from lambda_function.model import Classifier, download_model
-from lambda_function.observe import ItemTrace, RequestTrace, elapsed_ms
-from lambda_function.preprocessing import decode_image, model_input
+from lambda_function.preprocessing import prepare
 
 FETCH_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One image's outcome: its model input or the error that answers it, and what it cost."""
+
+    input: np.ndarray | None = None
+    error: ServiceError | None = None
+    bytes: int = 0
+    width: int = 0
+    height: int = 0
+    fetch_ms: float = 0.0
+    decode_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The payload of a request, or the error answering its single image, and its items."""
+
+    items: tuple[ItemResult, ...]
+    payload: dict[str, Any] = field(default_factory=dict)
+    error: ServiceError | None = None
+    inference_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,64 +72,55 @@ class Service:
         budget = min(self.config.fetch_timeout_s, remaining_s - self.config.reserve_s)
         return time.monotonic() + budget
 
-    def answer(
-        self, request: Request, deadline: float, trace: RequestTrace | None = None
-    ) -> dict[str, Any]:
-        """A single answer, or ``{"results": [...]}`` where each item succeeds or fails alone.
-
-        ``trace`` (from :meth:`RequestTrace.describe`) collects sizes and timings."""
-        if trace is None or len(trace.items) != len(request.items):
-            trace = RequestTrace()
-            trace.describe(request)
-        inputs = self._inputs(request.items, trace.items, deadline)
-        if not request.batch:
-            if isinstance(inputs[0], ServiceError):
-                raise inputs[0]
-            return self.classifier.describe(self._predict([inputs[0]], trace)[0])
-        good = [x for x in inputs if not isinstance(x, ServiceError)]
-        probabilities = iter(self._predict(good, trace) if good else [])
-        results = []
-        for item, x in zip(request.items, inputs, strict=True):
-            if isinstance(x, ServiceError):
-                results.append({"url": item.url, **_item_error(x)})
-            else:
-                results.append({"url": item.url, **self.classifier.describe(next(probabilities))})
-        return {"results": results}
-
-    def _predict(self, inputs: list[np.ndarray], trace: RequestTrace) -> np.ndarray:
+    def answer(self, request: Request, deadline: float) -> Answer:
+        """One answer, or ``{"results": [...]}`` where each item succeeds or fails alone."""
+        items = self._items(request.items, deadline)
+        inputs = [item.input for item in items if item.input is not None]
         started = time.monotonic()
-        probabilities = self.classifier.predict(np.concatenate(inputs))
-        trace.inference_ms = elapsed_ms(started)
-        return probabilities
+        probabilities = iter(self.classifier.predict(np.concatenate(inputs)) if inputs else [])
+        inference_ms = _elapsed_ms(started) if inputs else 0.0
+        if not request.batch:
+            (item,) = items
+            if item.error is not None:
+                return Answer(items, error=item.error)
+            payload = self.classifier.describe(next(probabilities))
+            return Answer(items, payload=payload, inference_ms=inference_ms)
+        results = []
+        for source, item in zip(request.items, items, strict=True):
+            if item.error is not None:
+                results.append({"url": source.url, **_item_error(item.error)})
+            else:
+                results.append({"url": source.url, **self.classifier.describe(next(probabilities))})
+        return Answer(items, payload={"results": results}, inference_ms=inference_ms)
 
-    def _inputs(
-        self, items: tuple[Item, ...], traces: list[ItemTrace], deadline: float
-    ) -> list[np.ndarray | ServiceError]:
+    def _items(self, items: tuple[Item, ...], deadline: float) -> tuple[ItemResult, ...]:
         if len(items) == 1:
-            return [self._input(items[0], traces[0], deadline)]
+            return (self._item(items[0], deadline),)
         with ThreadPoolExecutor(max_workers=min(len(items), FETCH_WORKERS)) as pool:
-            return list(pool.map(lambda i, t: self._input(i, t, deadline), items, traces))
+            return tuple(pool.map(lambda item: self._item(item, deadline), items))
 
-    def _input(self, item: Item, trace: ItemTrace, deadline: float) -> np.ndarray | ServiceError:
-        """One item's model input, or the error that answers it."""
+    def _item(self, item: Item, deadline: float) -> ItemResult:
+        """One image fetched (or taken from the request) and prepared, or the error it met."""
+        data, fetch_ms = item.data or b"", 0.0
+        started = time.monotonic()
         try:
             # Both are already within the byte cap: the fetcher and the event parser check it.
-            started = time.monotonic()
-            data = fetch(item.url, self.policy, deadline) if item.url else item.data or b""
-            trace.fetch_ms, trace.bytes = elapsed_ms(started) if item.url else 0.0, len(data)
-            return self._preprocess(data, trace)
+            if item.url:
+                data = fetch(item.url, self.policy, deadline)
+                fetch_ms = _elapsed_ms(started)
+            decoding = time.monotonic()
+            size = self.classifier.metadata.image_size
+            x, (width, height) = prepare(data, size, max_pixels=self.config.max_pixels)
+            return ItemResult(x, None, len(data), width, height, fetch_ms, _elapsed_ms(decoding))
         except Exception as exc:  # noqa: BLE001 - each item fails on its own; mapped here
-            return to_service_error(exc)
-
-    def _preprocess(self, data: bytes, trace: ItemTrace) -> np.ndarray:
-        """``preprocessing.preprocess`` in its two steps, to see the decoded size on the way."""
-        started = time.monotonic()
-        image = decode_image(data, max_pixels=self.config.max_pixels)
-        trace.width, trace.height = image.size
-        x = model_input(image, self.classifier.metadata.image_size)
-        trace.decode_ms = elapsed_ms(started)
-        return x
+            if item.url and not fetch_ms:
+                fetch_ms = _elapsed_ms(started)  # the time a failed fetch took
+            return ItemResult(error=to_service_error(exc), bytes=len(data), fetch_ms=fetch_ms)
 
 
 def _item_error(error: ServiceError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message}, "status": error.status}
+
+
+def _elapsed_ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000

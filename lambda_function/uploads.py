@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,8 +28,8 @@ from urllib.parse import unquote_plus
 
 from lambda_function.events import Item, Request
 from lambda_function.failures import PermanentError, TransientError
-from lambda_function.observe import RequestTrace
 from lambda_function.photos import BACKFILL, UPLOAD, Photo, read_photo
+from lambda_function.process import get_service, load_at_init
 from lambda_function.results import Outcome, already_done, put, table_name
 from lambda_function.service import Service
 
@@ -70,8 +69,6 @@ def is_backfill_batch(event: Any) -> bool:
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Classify the photos ``event`` names into the results table; raise what may be retried."""
-    from lambda_function.handler import get_service  # the one service of this process
-
     started = time.monotonic()
     if isinstance(event, dict) and event.get("Event") == "s3:TestEvent":
         return {"photos": [], "ignored": "s3:TestEvent"}
@@ -214,11 +211,10 @@ def classify(
     if not readable:
         return [], []
     request = Request(tuple(Item(data=data) for _, data in readable), batch=True)
-    trace = RequestTrace()
-    trace.describe(request)
-    answer = service.answer(request, service.deadline(remaining_s), trace)
+    answer = service.answer(request, service.deadline(remaining_s))
     outcomes, transient = [], []
-    for (photo, data), result, item in zip(readable, answer["results"], trace.items, strict=True):
+    results = answer.payload["results"]
+    for (photo, data), result, item in zip(readable, results, answer.items, strict=True):
         image = {"bytes": len(data)} | (
             {"width": item.width, "height": item.height} if item.width else {}
         )
@@ -271,5 +267,4 @@ def _ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000, 1)
 
 
-if "AWS_LAMBDA_RUNTIME_API" in os.environ:
-    import lambda_function.handler  # noqa: F401 - loads and warms the model during init
+load_at_init()  # inside Lambda: the model loads and warms up during the init phase

@@ -42,6 +42,19 @@ def test_one_input_prints_one_answer_and_a_failure_exits_1(model, tmp_path, caps
     assert (answer["status"], answer["error"]["code"]) == (415, "unsupported_image")
 
 
+def test_log_prints_each_request_line_to_stderr_and_keeps_stdout_the_answer(
+    model, tmp_path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    photo = tmp_path / "red.jpg"
+    photo.write_bytes(image_bytes(RED))
+    assert main([str(photo), "--model", str(model), "--log"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["category"] == LABELS[0]
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (request,) = [line for line in lines if "request_id" in line]
+    assert (request["status"], request["input"]) == (200, "image")
+
+
 def test_a_missing_model_says_how_to_make_one() -> None:
     env = {**os.environ, "MODEL_PATH": "/nonexistent/model.onnx", "PYTHONPATH": str(REPO)}
     result = subprocess.run(

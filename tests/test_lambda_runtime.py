@@ -14,9 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.lambda_testing import GREEN, LABELS, b64, image_bytes, load_event
 
@@ -77,53 +82,121 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
         pass
 
 
-def test_the_runtime_client_runs_the_handler_like_the_container(tiny_model: Path) -> None:
-    """The model loads at init, before the first event; then events are answered."""
-    events = [{"image": b64(image_bytes(GREEN))}, load_event("http-api-upload.json")]
-    api = RuntimeApi([])  # no event until the model is loaded: it must load at init
+@dataclass
+class Container:
+    """One ``python -m awslambdaric`` process, as the image's CMD starts it, and its output."""
+
+    api: RuntimeApi
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def answer(self, events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """Hand ``events`` to the function once its init is over; what it posts back."""
+        assert self.loaded.wait(60), self.output
+        for number, event in enumerate(events):
+            self.api.pending.put((f"request-{number}", event))
+        return [self.api.posted.get(timeout=60) for _ in events]
+
+
+@contextmanager
+def container(env: dict[str, str]) -> Iterator[Container]:
+    api = RuntimeApi([])  # no event until the init is over: the model must load at init
     threading.Thread(target=api.serve_forever, args=(0.05,), daemon=True).start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
-        "MODEL_PATH": str(tiny_model),
-        "PYTHONPATH": str(REPO),
-    }
     process = subprocess.Popen(
         [sys.executable, "-m", "awslambdaric", "lambda_function.lambda_handler"],
         cwd=REPO,
-        env=env,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
+            "PYTHONPATH": str(REPO),
+            **env,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: list[str] = []
-    loaded = threading.Event()
+    running = Container(api, process)
 
     def read_output() -> None:
         for line in process.stdout:  # type: ignore[union-attr]
-            lines.append(line)
+            running.lines.append(line)
             if '"model_loaded"' in line:
-                loaded.set()
+                running.loaded.set()
 
     threading.Thread(target=read_output, daemon=True).start()
     try:
-        assert loaded.wait(60), "".join(lines)
-        for number, event in enumerate(events):
-            api.pending.put((f"request-{number}", event))
-        answers = [api.posted.get(timeout=60) for _ in events]
+        yield running
     finally:
         process.kill()
         process.wait()
         api.shutdown()
         api.server_close()
-    output = "".join(lines)
+
+
+def test_the_runtime_client_runs_the_handler_like_the_container(tiny_model: Path) -> None:
+    """The model loads at init, before the first event; then events are answered."""
+    events = [{"image": b64(image_bytes(GREEN))}, load_event("http-api-upload.json")]
+    with container({"MODEL_PATH": str(tiny_model)}) as function:
+        answers = function.answer(events)
     (kind_direct, direct), (kind_api, via_api) = answers
-    assert kind_direct == "invocation/request-0/response", output
+    assert kind_direct == "invocation/request-0/response", function.output
     assert direct["category"] == LABELS[1]
     assert set(direct["scores"]) == set(LABELS)
-    assert kind_api == "invocation/request-1/response", output
+    assert kind_api == "invocation/request-1/response", function.output
     assert via_api["statusCode"] == 200
     assert json.loads(via_api["body"])["model"]["image_size"] == 32
+
+
+@pytest.mark.parametrize("log_format", ["JSON", "Text"])
+def test_the_request_line_is_one_json_object_in_either_log_format(
+    tiny_model: Path, log_format: str
+) -> None:
+    """What Lambda ships to CloudWatch: the request line must be a JSON object on its own
+    line (not a string inside another record) for the EMF metrics to be read."""
+    env = {"MODEL_PATH": str(tiny_model), "AWS_LAMBDA_LOG_FORMAT": log_format}
+    env["AWS_LAMBDA_FUNCTION_NAME"] = "fashion-predict"
+    with container(env) as function:
+        ((kind, answer),) = function.answer([{"image": b64(image_bytes(GREEN))}])
+    assert kind == "invocation/request-0/response" and answer["category"] == LABELS[1]
+    (line,) = [json.loads(text) for text in function.lines if '"request_id"' in text]
+    assert (line["request_id"], line["status"], line["Function"]) == (
+        "request-0",
+        200,
+        "fashion-predict",
+    )
+    assert line["_aws"]["CloudWatchMetrics"] and line["Requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "error", "reason"),
+    [
+        ({"ORT_INTRA_OP_THREADS": "abc"}, "ValueError", "ORT_INTRA_OP_THREADS"),
+        ({"MODEL_PATH": "/nonexistent/serve.onnx"}, "ModelUnavailableError", "No model at"),
+    ],
+)
+@pytest.mark.parametrize("log_format", ["JSON", "Text"])
+def test_a_model_that_cannot_load_fails_the_init(
+    tiny_model: Path, setting: dict[str, str], error: str, reason: str, log_format: str
+) -> None:
+    """Lambda is told (``/runtime/init/error``: it counts the error and retries the init on
+    the next request), and the log says why, in the line that carries ``InitFailures``."""
+    env = {"MODEL_PATH": str(tiny_model), "AWS_LAMBDA_LOG_FORMAT": log_format, **setting}
+    with container(env) as function:
+        kind, body = function.api.posted.get(timeout=60)
+        assert function.process.wait(timeout=60) != 0
+    assert kind == "init/error", function.output
+    assert body["errorType"] == error and reason in body["errorMessage"]
+    (line,) = [json.loads(text) for text in function.lines if '"init_failed"' in text]
+    assert line["InitFailures"] == 1 and reason in line["reason"]
+    assert line["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
+        {"Name": "InitFailures", "Unit": "Count"}
+    ]
+    assert not function.loaded.is_set()
 
 
 def test_the_serving_package_imports_nothing_from_tensorflow(tiny_model: Path) -> None:

@@ -354,14 +354,14 @@ def test_an_unexpected_error_while_decoding_is_retried_after_the_others_are_stor
 ) -> None:
     from lambda_function import service as service_module
 
-    real_decode, odd = service_module.decode_image, image_bytes(GREEN)
+    real_prepare, odd = service_module.prepare, image_bytes(GREEN)
 
-    def decode(data: bytes, **limits: Any) -> Any:
+    def prepare(data: bytes, size: int, **limits: Any) -> Any:
         if data == odd:
             raise RuntimeError("a bug, not the photo's fault")
-        return real_decode(data, **limits)
+        return real_prepare(data, size, **limits)
 
-    monkeypatch.setattr(service_module, "decode_image", decode)
+    monkeypatch.setattr(service_module, "prepare", prepare)
     red, green = upload(aws, "uploads/red.jpg", image_bytes(RED)), upload(aws, "uploads/g.jpg", odd)
 
     with pytest.raises(TransientError, match=r"1 of 2 photos.*internal_error"):

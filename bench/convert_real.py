@@ -31,7 +31,7 @@ from convert.evaluate import compare_to, load_eval_sets, score
 from convert.images import labelled_split, spread_sample
 from convert.pipeline import Options, run
 from convert.quantize import quantize_int8
-from convert.verify import open_session
+from convert.runtime import open_session
 from lambda_function import preprocessing
 
 LATENCY_PHOTOS = 20  # distinct test photos, each run LATENCY_REPEATS times
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     try:
-        report = run(options)
+        report = run(options).to_dict()
     except VerificationError as exc:  # a rejected variant still leaves a full report
         print(f"bench: {exc}", file=sys.stderr)
         report = json.loads(options.report_path.read_text())

@@ -8,7 +8,6 @@ model's input shape.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.errors import ConvertError
+from lambda_function.files import sha256_file
 
 MANIFEST = "manifest.json"
 MODEL_SUFFIXES = (".h5", ".keras")
@@ -33,10 +33,22 @@ class Checkpoint:
     run: str | None = None  # the manifest's run name; None for a bare file
     manifest: Path | None = None
 
+    def loaded(self, image_size: int) -> LoadedCheckpoint:
+        """This checkpoint once its model is loaded and its input size known."""
+        return LoadedCheckpoint(
+            path=self.path,
+            labels=self.labels,
+            image_size=image_size,
+            val_accuracy=self.val_accuracy,
+            sha256=self.sha256,
+            run=self.run,
+            manifest=self.manifest,
+        )
+
 
 @dataclass(frozen=True)
 class LoadedCheckpoint(Checkpoint):
-    """A checkpoint whose model was loaded and checked: its image size is known."""
+    """A checkpoint whose model has been loaded and checked: its image size is known."""
 
     image_size: int
 
@@ -61,12 +73,6 @@ def find_checkpoint(
     if source.suffix == ".json":
         return _from_manifest(source, labels=labels, run=run)
     return _from_model_file(source, labels=labels)
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, streamed."""
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """``python -m convert``: the best Keras checkpoint becomes a verified ONNX model.
 
+Every successful run also writes ``serve.onnx`` beside the output: the model the
+service loads (the int8 variant when ``--int8`` passed its gate, else fp32).
+
 Exit codes: 0 converted and verified; 1 a model failed verification (nothing new is
 left at its path); 2 bad input (missing or malformed file, wrong model, unwritable
 output, bad option).
@@ -12,19 +15,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from convert.errors import ConvertError, VerificationError
-from convert.pipeline import Options, run
+from convert.pipeline import SERVE_NAME, Options, Report, run
 from convert.to_onnx import OPSET, SUPPORTED_OPSETS
 from convert.verify import TOLERANCE
+from lambda_function.model_metadata import OUTPUT
 from training.tf_logs import TF_LOG_HELP, quiet_tensorflow
 
 EPILOG = """\
 examples:
-  python -m convert artifacts/training -o artifacts/model/model.onnx
+  python -m convert              # artifacts/training -> artifacts/model/{model,serve}.onnx
   python -m convert best.h5 --labels labels.txt     # a bare .h5: one class name a line
-  python -m convert artifacts/training --optimize --int8      # also model.optimized/.int8.onnx
+  python -m convert --int8       # also model.int8.onnx; serve.onnx is it when it passes
+  python -m convert --optimize   # also model.optimized.onnx (ORT_ENABLE_EXTENDED)
   python -m convert artifacts/training --images my_photos/ --limit 50
 """
 
@@ -78,27 +82,32 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def summary(report: dict[str, Any], options: Options) -> str:
+def summary(report: Report, options: Options) -> str:
     """A few lines a person reads after the run."""
-    parity = report["verification"]["parity"]
-    user = report["verification"]["user_path"]
+    verification = report.verification
+    if verification is None:  # run() raises before returning such a report
+        raise ValueError("Expected a verified report. Received one without verification")
+    parity, user = verification.parity, verification.user_path
+    size = report.checkpoint.image_size
     lines = [
-        f"model: {report['model']} ({report['sizes_bytes']['onnx'] / 1e6:.1f} MB, opset "
-        f"{report['opset']}, input (batch, {report['image_size']}, {report['image_size']}, 3), "
-        f"{len(report['labels'])} labels)",
-        f"parity (Keras vs onnxruntime, {parity['n_images']} photos): max |Δ logits| "
-        f"{parity['max_abs_diff']:.2g}, mean {parity['mean_abs_diff']:.2g}, top-1 agreement "
-        f"{parity['top1_agreement']:.1%}",
-        f"serving path ({user['n_images']} photos): max |Δ logits| {user['max_abs_diff']:.2g}, "
-        f"top-1 agreement {user['top1_agreement']:.1%}",
+        f"model: {report.model} ({report.sizes_bytes['onnx'] / 1e6:.1f} MB, opset "
+        f"{report.opset}, input (batch, {size}, {size}, 3), "
+        f"{len(report.checkpoint.labels)} labels)",
+        f"parity (Keras vs onnxruntime, {parity.n_images} photos): max |Δ logits| "
+        f"{parity.max_abs_diff:.2g}, mean {parity.mean_abs_diff:.2g}, top-1 agreement "
+        f"{parity.top1_agreement:.1%}",
+        f"serving path ({user.n_images} photos): max |Δ logits| {user.max_abs_diff:.2g}, "
+        f"top-1 agreement {user.top1_agreement:.1%}",
     ]
-    for name, variant in report.get("variants", {}).items():
+    for name, variant in report.variants.items():
         accuracy = ", ".join(f"{k} {v:.3f}" for k, v in variant["accuracy"].items())
         state = "" if name == "fp32" else (" accepted" if variant["accepted"] else " REJECTED")
         lines.append(
             f"{name}: {variant['size_bytes'] / 1e6:.1f} MB, accuracy {accuracy}{state}"
             + (f" -> {variant['path']}" if variant.get("path") and name != "fp32" else "")
         )
+    if report.served is not None:
+        lines.append(f"served: {report.served.path} ({report.served.variant})")
     lines.append(f"report: {options.report_path}")
     return "\n".join(lines)
 
@@ -108,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m convert",
         description=(
             "Convert the best Keras checkpoint to ONNX (input 'input' NHWC float32, dynamic "
-            "batch; output 'logits'), store labels, size and preprocessing in its metadata, "
+            f"batch; output {OUTPUT!r}), store labels, size and preprocessing in its metadata, "
             "and verify it against Keras on real photos before it is put in place."
         ),
         epilog=EPILOG,
@@ -129,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=Options.output,
-        help="ONNX file to write (default: %(default)s)",
+        help="ONNX file to write; {SERVE_NAME} (the model to serve) goes beside it "
+        "(default: %(default)s)",
     )
     add("--report", type=Path, help="JSON report path (default: report.json beside the model)")
     add(
@@ -187,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         "--int8",
         action="store_true",
         help="also write <stem>.int8.onnx beside it, by static QDQ quantisation, "
-        "kept only if its accuracy is within 1 point of fp32's",
+        f"kept only if its accuracy is within 1 point of fp32's; {SERVE_NAME} is then int8",
     )
     variants.add_argument(
         "--per-tensor",

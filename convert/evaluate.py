@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from convert.images import Photo
-from convert.to_onnx import INPUT_NAME, OUTPUT_NAME
-from convert.verify import open_session, progress
+from convert.runtime import onnx_logits, open_session, progress
 from lambda_function import preprocessing
 
 POOLED = "validation+test"
@@ -55,19 +54,10 @@ def load_pixels(photos: Sequence[Photo], image_size: int) -> np.ndarray:
     )
 
 
-def served_logits(session: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """onnxruntime logits for uint8 ``pixels``, scaled by the serving package."""
-    chunks = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: preprocessing.scale(pixels[i : i + batch_size])})[0]
-        for i in range(0, len(pixels), batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
-
-
 def score(path: Path, eval_sets: Mapping[str, EvalSet]) -> Scores:
     """Logits and top-1 accuracy of the model at ``path`` on every set, and pooled."""
     session = open_session(path)
-    logits = {name: served_logits(session, s.pixels) for name, s in eval_sets.items()}
+    logits = {name: onnx_logits(session, s.pixels, scale=True) for name, s in eval_sets.items()}
     hits = {name: logits[name].argmax(axis=1) == s.labels for name, s in eval_sets.items()}
     accuracy = {name: float(h.mean()) for name, h in hits.items()}
     accuracy[POOLED] = float(np.concatenate(list(hits.values())).mean())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convert.errors import ConvertError
+from training import data
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
@@ -21,28 +22,24 @@ class Photo:
 
 
 def labelled_split(data_dir: Path, split: str, labels: Sequence[str]) -> list[Photo]:
-    """Every image of ``data_dir/split/<label>/``; each class folder must be a label."""
-    root = data_dir / split
-    if not root.is_dir():
-        raise ConvertError(
-            f"{root}: no such folder. Expected the {split!r} split of the dataset "
-            "(one folder per class); set --data-dir or DATA_DIR"
-        )
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    unknown = [p.name for p in folders if p.name not in labels]
+    """Every image of ``data_dir/split/<label>/``, listed as training lists it.
+
+    The listing is :func:`training.data.scan`'s (one rule for what a split holds); each
+    class folder must be one of the model's ``labels``.
+    """
+    try:
+        dataset = data.scan(data_dir, splits=(split,))
+    except data.DatasetError as exc:
+        raise ConvertError(f"{exc} (the {split!r} split; set --data-dir or DATA_DIR)") from exc
+    unknown = [name for name in dataset.labels if name not in labels]
     if unknown:
         raise ConvertError(
-            f"{root}: class folders {unknown} are not among the model's labels {list(labels)}"
+            f"{data_dir / split}: class folders {unknown} are not among the model's labels "
+            f"{list(labels)}"
         )
-    photos = [
-        Photo(path, labels.index(folder.name))
-        for folder in folders
-        for path in sorted(folder.iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    if not photos:
-        raise ConvertError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its folders")
-    return photos
+    found = dataset[split]
+    index = [list(labels).index(name) for name in dataset.labels]
+    return [Photo(path, index[t]) for path, t in zip(found.files, found.targets, strict=True)]
 
 
 def collect_images(paths: Sequence[Path]) -> list[Photo]:

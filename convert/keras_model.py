@@ -7,7 +7,6 @@ without a final softmax.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from convert.checkpoint import Checkpoint, LoadedCheckpoint
@@ -36,8 +35,7 @@ def load_checked_model(checkpoint: Checkpoint) -> tuple[keras.Model, LoadedCheck
     check_output(model, checkpoint, len(checkpoint.labels))
     if isinstance(model, keras.Sequential):
         model = as_functional(model)
-    fields = {f.name: getattr(checkpoint, f.name) for f in dataclasses.fields(checkpoint)}
-    return model, LoadedCheckpoint(**{**fields, "image_size": size})
+    return model, checkpoint.loaded(size)
 
 
 def check_input(model: keras.Model, checkpoint: Checkpoint) -> int:

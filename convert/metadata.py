@@ -1,13 +1,18 @@
-"""Write the model's contract (:class:`ModelMetadata`) into its ONNX ``metadata_props``."""
+"""Write the model's contract (:class:`ModelMetadata`) into its ONNX ``metadata_props``.
+
+The one writer of ONNX metadata in the project: the converted model, and every variant
+derived from it, get their ``metadata_props`` here. TensorFlow-free (``onnx`` only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convert.checkpoint import Checkpoint
+from convert.checkpoint import LoadedCheckpoint
 from lambda_function.model_metadata import ModelMetadata
 
 if TYPE_CHECKING:
@@ -29,11 +34,9 @@ def library_versions(opset: int) -> dict[str, str]:
 
 
 def make_metadata(
-    checkpoint: Checkpoint, opset: int, created_at: datetime | None = None
+    checkpoint: LoadedCheckpoint, opset: int, created_at: datetime | None = None
 ) -> ModelMetadata:
     """The contract of a model converted from ``checkpoint``."""
-    if checkpoint.image_size is None:
-        raise ValueError(f"{checkpoint.path}: load the model first to learn its image size")
     when = (created_at or datetime.now(UTC)).isoformat(timespec="seconds")
     return ModelMetadata(
         labels=checkpoint.labels,
@@ -47,20 +50,29 @@ def make_metadata(
 
 def attach_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
     """Store ``metadata`` in ``proto.metadata_props``, replacing keys already there."""
-    props = metadata.to_props()
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in props]
-    del proto.metadata_props[:]
-    for key, value in [*kept, *props.items()]:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_props(proto, metadata.to_props())
 
 
-def read_metadata(path: Path) -> ModelMetadata:
-    """Read and validate the contract of the ONNX model at ``path`` (as serving does)."""
+def set_props(proto: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    """Set ``props`` in ``proto.metadata_props``; other keys already there are kept."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    kept = {p.key: p.value for p in proto.metadata_props if p.key not in props}
+    onnx.helper.set_model_props(proto, {**kept, **props})
+
+
+def copy_metadata(source: Path, target: Path) -> None:
+    """Give the ONNX model at ``target`` exactly the ``metadata_props`` of ``source``."""
+    import onnx
+
+    props = {
+        p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props
+    }
+    proto = onnx.load(str(target))
+    if {p.key: p.value for p in proto.metadata_props} == props:
+        return
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(target))
 
 
 def _tensorflow_cpu_version() -> str:

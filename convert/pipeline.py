@@ -1,43 +1,47 @@
-"""The whole conversion: checkpoint -> ONNX with metadata -> verified -> in place.
+"""The whole conversion: checkpoint -> ONNX with metadata -> verified -> in place -> served.
 
 Every model file is written under a temporary name in the output folder and renamed
 into place (atomically) only once it has passed its checks, so the output path only
 ever holds a verified model: a failed run leaves no new model there.
+
+Every successful run also writes the one file the service loads, ``serve.onnx`` beside
+the output: the int8 variant when it was asked for and passed its gate, the fp32 model
+otherwise. Variants left by an older run are removed as soon as the new fp32 model is in
+place, so nothing from an older checkpoint is ever served. ``report.json`` says which
+variant ``serve.onnx`` is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convert.checkpoint import Checkpoint, LoadedCheckpoint, find_checkpoint
+from convert.checkpoint import LoadedCheckpoint, find_checkpoint
 from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
 from convert.images import Photo, collect_images, labelled_split, spread_sample
 from convert.keras_model import load_checked_model
 from convert.metadata import attach_metadata, make_metadata
 from convert.quantize import MAX_ACCURACY_DROP, int8_accepted, quantize_int8, save_optimized
+from convert.runtime import onnx_logits, open_session
 from convert.to_onnx import OPSET, keras_to_onnx
-from convert.verify import (
-    TOLERANCE,
-    Verification,
-    compare,
-    onnx_logits,
-    open_session,
-    verify_model,
-)
+from convert.verify import TOLERANCE, Verification, compare, verify_model
+from lambda_function import files
 from lambda_function.model_metadata import ModelMetadataError
 
 if TYPE_CHECKING:
     import onnx
+
+SERVE_NAME = "serve.onnx"
+"""The one model file the service loads, written beside the output by every run."""
+
+VARIANTS = ("optimized", "int8")
 
 
 @dataclass(frozen=True)
@@ -67,38 +71,128 @@ class Options:
     def report_path(self) -> Path:
         return self.report or self.output.parent / "report.json"
 
+    @property
+    def serve_path(self) -> Path:
+        """Where the served model goes: ``serve.onnx`` beside the output."""
+        return self.output.with_name(SERVE_NAME)
+
     def variant_path(self, name: str) -> Path:
         return self.output.with_name(f"{self.output.stem}.{name}{self.output.suffix}")
 
 
-def run(options: Options) -> dict[str, Any]:
-    """Convert, verify and (if asked) derive the variants; returns the report.
+@dataclass(frozen=True)
+class Served:
+    """Which model ``serve.onnx`` is a copy of."""
+
+    variant: str  # "int8" or "fp32"
+    path: Path  # serve.onnx
+    source: Path  # the verified file it copies
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "path": str(self.path),
+            "source": str(self.source),
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a conversion did, as far as it got (``report.json`` is :meth:`to_dict`)."""
+
+    model: Path
+    checkpoint: LoadedCheckpoint
+    opset: int
+    sizes_bytes: dict[str, int]
+    timings_s: dict[str, float]
+    verification: Verification | None = None
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    served: Served | None = None
+    wall_s: float | None = None
+
+    @property
+    def rejected(self) -> list[str]:
+        """The variants that failed their gate."""
+        return [name for name, v in self.variants.items() if not v.get("accepted", True)]
+
+    @property
+    def passed(self) -> bool:
+        """The model verified, and every variant asked for accepted."""
+        return self.verification is not None and self.verification.passed and not self.rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        checkpoint = self.checkpoint
+        return {
+            "passed": self.passed,
+            "model": str(self.model),
+            "served": self.served.to_dict() if self.served else None,
+            "checkpoint": {
+                "path": str(checkpoint.path),
+                "sha256": checkpoint.sha256,
+                "run": checkpoint.run,
+                "manifest": str(checkpoint.manifest) if checkpoint.manifest else None,
+                "val_accuracy": checkpoint.val_accuracy,
+            },
+            "labels": list(checkpoint.labels),
+            "image_size": checkpoint.image_size,
+            "opset": self.opset,
+            "sizes_bytes": dict(self.sizes_bytes),
+            "timings_s": dict(self.timings_s),
+            "verification": self.verification.to_dict() if self.verification else None,
+            "variants": self.variants,
+            "wall_s": self.wall_s,
+        }
+
+
+def run(options: Options) -> Report:
+    """Convert, verify, derive the variants asked for, and place ``serve.onnx``.
 
     Raises :class:`ConvertError` for bad input and :class:`VerificationError` when a
     model fails its checks (the report is written either way).
     """
     started = time.perf_counter()
-    found = find_checkpoint(options.source, labels=options.labels, run=options.run)
-    _check_writable(options.output)
-    _check_writable(options.report_path)
+    checkpoint = find_checkpoint(options.source, labels=options.labels, run=options.run)
+    if options.output.name == SERVE_NAME:
+        raise ConvertError(
+            f"{options.output}: expected an output named other than {SERVE_NAME}, which every "
+            "run writes beside the output as the served copy"
+        )
+    for path in (options.output, options.report_path, options.serve_path):
+        _check_writable(path)
     clock = time.perf_counter()
-    model, checkpoint = load_checked_model(found)
+    model, loaded = load_checked_model(checkpoint)
     load_s = time.perf_counter() - clock
-    photos = _verification_photos(options, checkpoint)
-    _log(f"converting {checkpoint.path} (size {checkpoint.image_size}, opset {options.opset})")
+    photos = _verification_photos(options, loaded)
+    _log(f"converting {loaded.path} (size {loaded.image_size}, opset {options.opset})")
     clock = time.perf_counter()
-    proto = _convert(model, checkpoint, options.opset)
-    report = _base_report(options, checkpoint, load_s, time.perf_counter() - clock)
-    verification = _verify_and_place(proto, model, photos, options, report)
-    report["variants"] = _variants(options, checkpoint, verification)
-    report["passed"] = all(v.get("accepted", True) for v in report["variants"].values())
-    report["wall_s"] = time.perf_counter() - started
+    proto = _convert(model, loaded, options.opset)
+    report = Report(
+        model=options.output,
+        checkpoint=loaded,
+        opset=options.opset,
+        sizes_bytes={"h5": loaded.path.stat().st_size},
+        timings_s={"load_keras": load_s, "convert": time.perf_counter() - clock},
+    )
+    verification, onnx_size = _verify_and_place(proto, model, photos, options)
+    report = replace(
+        report,
+        verification=verification,
+        sizes_bytes={**report.sizes_bytes, "onnx": onnx_size},
+    )
+    if not verification.passed:
+        _write_report(options.report_path, report)
+        raise VerificationError(_failure_message(verification, options))
+    _remove_older_variants(options)
+    variants = _variants(options, loaded, verification)
+    report = replace(report, variants=variants, served=_serve(options, variants))
+    report = replace(report, wall_s=time.perf_counter() - started)
     _write_report(options.report_path, report)
-    rejected = [k for k, v in report["variants"].items() if not v.get("accepted", True)]
-    if rejected:
+    if report.rejected:
         raise VerificationError(
-            f"variant(s) {', '.join(rejected)} rejected (see {options.report_path}); "
-            f"{options.output} itself passed and is in place"
+            f"variant(s) {', '.join(report.rejected)} rejected (see {options.report_path}); "
+            f"{options.output} itself passed and is in place, and {options.serve_path} serves it"
         )
     return report
 
@@ -115,33 +209,45 @@ def _convert(model: Any, checkpoint: LoadedCheckpoint, opset: int) -> onnx.Model
 
 
 def _verify_and_place(
-    proto: onnx.ModelProto,
-    model: Any,
-    photos: list[Photo],
-    options: Options,
-    report: dict[str, Any],
-) -> Verification:
-    """Write ``proto`` beside the output, verify it, and rename it into place if it passed."""
+    proto: onnx.ModelProto, model: Any, photos: list[Photo], options: Options
+) -> tuple[Verification, int]:
+    """Write ``proto`` beside the output, verify it, and rename it into place if it passed.
+
+    Returns the verification and the file's size in bytes.
+    """
     import onnx
 
-    with _staged(options.output) as staged:
+    with files.staged(options.output) as staged:
         onnx.save(proto, str(staged))
         _log(f"verifying on {len(photos)} photos (Keras vs onnxruntime, and the serving path)")
         names = [_display(p.path, options.data_dir) for p in photos]
         verification = verify_model(staged, model, photos, names=names, tolerance=options.tolerance)
-        report["verification"] = verification.to_dict()
-        report["sizes_bytes"]["onnx"] = staged.stat().st_size
-        if not verification.passed:
-            report["passed"] = False
-            _write_report(options.report_path, report)
-            raise VerificationError(_failure_message(verification.to_dict(), options))
-        staged.replace(options.output)
-    return verification
+        size = staged.stat().st_size
+        if verification.passed:
+            staged.replace(options.output)
+    return verification, size
+
+
+def _remove_older_variants(options: Options) -> None:
+    """Variants beside the output come from an older checkpoint now: remove them."""
+    for name in VARIANTS:
+        options.variant_path(name).unlink(missing_ok=True)
+
+
+def _serve(options: Options, variants: dict[str, dict[str, Any]]) -> Served:
+    """Copy the model to serve to ``serve.onnx``: int8 if accepted, else fp32."""
+    int8 = variants.get("int8", {})
+    variant, source = (
+        ("int8", Path(int8["path"])) if int8.get("accepted") else ("fp32", options.output)
+    )
+    files.write_atomic(options.serve_path, lambda staged: shutil.copyfile(source, staged))
+    _log(f"serving {variant}: {options.serve_path}")
+    return Served(variant, options.serve_path, source, files.sha256_file(options.serve_path))
 
 
 def _variants(
     options: Options, checkpoint: LoadedCheckpoint, verification: Verification
-) -> dict[str, Any]:
+) -> dict[str, dict[str, Any]]:
     """Build, check and place each variant asked for; fp32 is scored as the baseline."""
     if not (options.optimize or options.int8):
         return {}
@@ -176,7 +282,7 @@ def _optimized_variant(
 ) -> dict[str, Any]:
     """The graph optimised offline: accepted if it still matches Keras within tolerance."""
     target = options.variant_path("optimized")
-    with _staged(target) as staged:
+    with files.staged(target) as staged:
         _log("saving the graph optimised at ORT_ENABLE_EXTENDED")
         save_optimized(options.output, staged)
         parity = compare(
@@ -206,7 +312,7 @@ def _int8_variant(
         options.calibration_images,
         options.seed,
     )
-    with _staged(target) as staged:
+    with files.staged(target) as staged:
         _log(f"quantising to int8 (static QDQ), calibrated on {len(calibration)} training photos")
         clock = time.perf_counter()
         quantize_int8(
@@ -236,7 +342,7 @@ def _int8_variant(
     return {"path": str(target) if accepted else None, **result}
 
 
-def _verification_photos(options: Options, checkpoint: Checkpoint) -> list[Photo]:
+def _verification_photos(options: Options, checkpoint: LoadedCheckpoint) -> list[Photo]:
     """The user's photos if given, else the dataset split; sampled to ``limit``."""
     if options.images:
         photos = collect_images(options.images)
@@ -259,54 +365,18 @@ def _check_writable(path: Path) -> None:
         ) from exc
 
 
-@contextlib.contextmanager
-def _staged(target: Path) -> Iterator[Path]:
-    """A temporary path beside ``target``; removed on exit unless renamed to ``target``."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(handle)
-    staged = Path(name)
-    staged.chmod(0o644)  # mkstemp's 0600 would hide the model from the Lambda's user
-    try:
-        yield staged
-    finally:
-        staged.unlink(missing_ok=True)
+def _write_report(path: Path, report: Report) -> None:
+    files.write_text_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
 
 
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    with _staged(path) as staged:
-        staged.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        staged.replace(path)
-
-
-def _base_report(
-    options: Options, checkpoint: Checkpoint, load_s: float, convert_s: float
-) -> dict[str, Any]:
-    return {
-        "passed": None,
-        "model": str(options.output),
-        "checkpoint": {
-            "path": str(checkpoint.path),
-            "sha256": checkpoint.sha256,
-            "run": checkpoint.run,
-            "manifest": str(checkpoint.manifest) if checkpoint.manifest else None,
-            "val_accuracy": checkpoint.val_accuracy,
-        },
-        "labels": list(checkpoint.labels),
-        "image_size": checkpoint.image_size,
-        "opset": options.opset,
-        "sizes_bytes": {"h5": checkpoint.path.stat().st_size},
-        "timings_s": {"load_keras": load_s, "convert": convert_s},
-    }
-
-
-def _failure_message(verification: dict[str, Any], options: Options) -> str:
-    parity, user = verification["parity"], verification["user_path"]
+def _failure_message(verification: Verification, options: Options) -> str:
+    parity, user = verification.parity, verification.user_path
     return (
         f"verification failed, so {options.output} was not written. Keras vs onnxruntime: "
-        f"max |Δ logits| {parity['max_abs_diff']:.3g} (tolerance {options.tolerance:g}), "
-        f"top-1 agreement {parity['top1_agreement']:.1%}; serving path: max |Δ| "
-        f"{user['max_abs_diff']:.3g}, top-1 agreement {user['top1_agreement']:.1%}, "
-        f"{len(user['preprocessing_mismatch'])} photos with unexplained pixel differences. "
+        f"max |Δ logits| {parity.max_abs_diff:.3g} (tolerance {options.tolerance:g}), "
+        f"top-1 agreement {parity.top1_agreement:.1%}; serving path: max |Δ| "
+        f"{user.max_abs_diff:.3g}, top-1 agreement {user.top1_agreement:.1%}, "
+        f"{len(verification.preprocessing_mismatch)} photos with unexplained pixel differences. "
         f"Details: {options.report_path}"
     )
 

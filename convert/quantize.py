@@ -22,8 +22,9 @@ import numpy as np
 
 from convert.evaluate import load_pixels
 from convert.images import Photo
+from convert.metadata import copy_metadata
 from convert.to_onnx import INPUT_NAME
-from lambda_function import preprocessing
+from lambda_function import model, preprocessing
 
 CALIBRATION_BATCH = 1  # photos per calibration run: ranges average per-photo extremes
 MAX_ACCURACY_DROP = 0.01  # int8 is accepted within 1 point of fp32's accuracy
@@ -33,7 +34,7 @@ def save_optimized(source: Path, target: Path) -> None:
     """Save ``source`` with its graph optimised at ``ORT_ENABLE_EXTENDED``."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = model.session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
     options.log_severity_level = 3
@@ -86,21 +87,6 @@ def quantize_int8(
             extra_options={"CalibMovingAverage": average_ranges},
         )
     copy_metadata(source, target)
-
-
-def copy_metadata(source: Path, target: Path) -> None:
-    """Give ``target`` exactly the ``metadata_props`` of ``source``."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
-    proto = onnx.load(str(target))
-    if {p.key: p.value for p in proto.metadata_props} == props:
-        return
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(target))
 
 
 def int8_accepted(fp32_accuracy: float, int8_accuracy: float) -> bool:

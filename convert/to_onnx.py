@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from lambda_function.model_metadata import OUTPUT
+
 if TYPE_CHECKING:
     import keras
     import onnx
 
 INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 OPSET = 17
 SUPPORTED_OPSETS = range(13, 19)
@@ -38,7 +39,7 @@ def keras_to_onnx(model: keras.Model, image_size: int, opset: int = OPSET) -> on
     tf2onnx.logging.set_level(logging.ERROR)
     signature = (tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    rename_output(proto, OUTPUT_NAME)
+    rename_output(proto, OUTPUT)
     name_batch_dimension(proto, BATCH_DIM)
     return proto
 

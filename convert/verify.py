@@ -10,36 +10,34 @@ Two checks, both on every photo of the sample:
 
 Each passes when max |Δ logits| <= the tolerance and the top-1 class agrees on every
 photo. Photos where serving's preprocessing deliberately corrects ``load_img`` (EXIF
-orientation, transparency, 16-bit) are listed and left out of the user-path check;
-any other difference in the pixels fails it.
+orientation, transparency, 16-bit: :func:`lambda_function.preprocessing.corrections`)
+are listed and left out of the user-path check; any other difference in the pixels
+fails it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from convert.errors import ConvertError, VerificationError
 from convert.images import Photo
-from convert.to_onnx import INPUT_NAME, OUTPUT_NAME
+from convert.runtime import BATCH_SIZE, onnx_logits, open_session, progress, session_metadata
+from convert.to_onnx import INPUT_NAME
 from lambda_function import preprocessing
-from lambda_function.model_metadata import ModelMetadata, ModelMetadataError
+from lambda_function.model import SignatureError, check_signature
+from lambda_function.model_metadata import OUTPUT, ModelMetadataError
 
 if TYPE_CHECKING:
     import keras
-    import onnxruntime as ort
 
-T = TypeVar("T")
 TOLERANCE = 1e-4
-BATCH_SIZE = 32
-_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -138,31 +136,6 @@ def keras_logits(model: keras.Model, x: np.ndarray, batch_size: int = BATCH_SIZE
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
-def onnx_logits(
-    session: ort.InferenceSession, x: np.ndarray, batch_size: int = BATCH_SIZE
-) -> np.ndarray:
-    """onnxruntime on ``x`` in batches."""
-    chunks = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0]
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
-
-
-def open_session(path: Path) -> ort.InferenceSession:
-    """An onnxruntime CPU session, as the Lambda opens it."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def session_metadata(session: ort.InferenceSession) -> ModelMetadata:
-    """The contract stored in the model, read the way the serving package reads it."""
-    return ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
-
-
 def verify_model(
     onnx_path: Path,
     model: keras.Model,
@@ -180,7 +153,10 @@ def verify_model(
         metadata = session_metadata(session)
     except ModelMetadataError as exc:
         raise VerificationError(f"{onnx_path}: {exc}") from exc
-    _check_signature(session, onnx_path, metadata)
+    try:
+        check_signature(session, metadata)
+    except SignatureError as exc:
+        raise VerificationError(f"{onnx_path}: {exc}") from exc
     timings["session_open"] = time.perf_counter() - clock
 
     size = metadata.image_size
@@ -212,7 +188,7 @@ def verify_model(
 
 
 def _user_path(
-    session: ort.InferenceSession,
+    session: Any,
     photos: Sequence[Photo],
     reference: np.ndarray,
     names: Sequence[str],
@@ -233,40 +209,12 @@ def _user_path(
         if not np.array_equal(x[0], ref):
             (corrected if _deliberately_corrected(photo.path) else unexplained).append(name)
         clock = time.perf_counter()
-        logits.append(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][0])
+        logits.append(session.run([OUTPUT], {INPUT_NAME: x})[0][0])
         latencies.append(time.perf_counter() - clock)
     return np.stack(logits).astype(np.float32), latencies, corrected, unexplained
-
-
-def progress(items: Iterable[T], label: str, total: int | None = None) -> Iterable[T]:
-    """A progress bar on a terminal, nothing in a log file."""
-    return tqdm(
-        items, desc=f"convert: {label}", unit="photo", total=total, disable=None, leave=False
-    )
 
 
 def _deliberately_corrected(path: Path) -> bool:
     """Whether serving's preprocessing corrects ``load_img`` on this file on purpose."""
     with Image.open(path) as image:
-        rotated = image.getexif().get(_ORIENTATION, 1) not in (0, 1)
-        transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-            "transparency" in image.info
-        )
-        sixteen_bit = image.mode.startswith("I")
-    return rotated or transparent or sixteen_bit
-
-
-def _check_signature(session: ort.InferenceSession, path: Path, metadata: ModelMetadata) -> None:
-    """The graph's input and output must be the ones the metadata and serving expect."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    size = metadata.image_size
-    if [i.name for i in inputs] != [INPUT_NAME] or list(inputs[0].shape[1:]) != [size, size, 3]:
-        raise VerificationError(
-            f"{path}: expected one input {INPUT_NAME!r} of shape (batch, {size}, {size}, 3). "
-            f"Received {[(i.name, i.shape) for i in inputs]}"
-        )
-    if [o.name for o in outputs] != [OUTPUT_NAME] or outputs[0].shape[1] != len(metadata.labels):
-        raise VerificationError(
-            f"{path}: expected one output {OUTPUT_NAME!r} of shape (batch, "
-            f"{len(metadata.labels)}). Received {[(o.name, o.shape) for o in outputs]}"
-        )
+        return bool(preprocessing.corrections(image))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from lambda_function import files
 from lambda_function.errors import ModelUnavailableError
 from lambda_function.model_metadata import ModelMetadata, ModelMetadataError
 
@@ -33,24 +33,21 @@ class Classifier:
         cls, path: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1
     ) -> Classifier:
         """Open ``path``, refusing a model whose metadata or shapes do not fit the service."""
-        import onnxruntime as ort
-
         if not path.is_file():
             raise ModelUnavailableError(f"No model at {path}. {MISSING_MODEL_HINT}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning threads burn CPU a Lambda does not have to spare between requests.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = open_session(
+                path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
+            )
             metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
         except ModelMetadataError as exc:
             raise ModelUnavailableError(f"{path} cannot be served: {exc}") from exc
         except Exception as exc:
             raise ModelUnavailableError(f"{path} is not a loadable ONNX model: {exc}") from exc
-        _check_signature(session, metadata, path)
+        try:
+            check_signature(session, metadata)
+        except SignatureError as exc:
+            raise ModelUnavailableError(f"{path}: {exc}") from exc
         return cls(session, metadata)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -86,20 +83,56 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _check_signature(session: Any, metadata: ModelMetadata, path: Path) -> None:
+class SignatureError(ValueError):
+    """A model's input or output is not what its metadata and the service expect."""
+
+
+def session_options(*, intra_op_threads: int = 1, inter_op_threads: int = 1) -> Any:
+    """The onnxruntime settings the service runs with (conversion measures the same)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning threads burn CPU a Lambda does not have to spare between requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def open_session(
+    path: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1, quiet: bool = False
+) -> Any:
+    """An onnxruntime CPU session on ``path`` with :func:`session_options`.
+
+    ``quiet``: log errors only (conversion's progress output stays readable).
+    """
+    import onnxruntime as ort
+
+    options = session_options(intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    if quiet:
+        options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_signature(session: Any, metadata: ModelMetadata) -> None:
+    """The graph's input and output must be the ones the metadata promises and serving reads.
+
+    Raises :class:`SignatureError` saying what was expected and received.
+    """
     inputs, outputs = session.get_inputs(), session.get_outputs()
     size = metadata.image_size
     shape = list(inputs[0].shape) if len(inputs) == 1 else []
     if len(shape) != 4 or not _fits(shape[1:], [size, size, 3]):
-        raise ModelUnavailableError(
-            f"{path}: expected one NHWC input of shape (N, {size}, {size}, 3). "
+        raise SignatureError(
+            f"expected one NHWC input of shape (N, {size}, {size}, 3). "
             f"Received: {[(i.name, i.shape) for i in inputs]}"
         )
     by_name = {output.name: output for output in outputs}
     output = by_name.get(metadata.output)
     if output is None or not _fits(list(output.shape)[-1:], [len(metadata.labels)]):
-        raise ModelUnavailableError(
-            f"{path}: expected an output {metadata.output!r} of {len(metadata.labels)} logits. "
+        raise SignatureError(
+            f"expected an output {metadata.output!r} of {len(metadata.labels)} logits. "
             f"Received: {[(o.name, o.shape) for o in outputs]}"
         )
 
@@ -122,11 +155,10 @@ def download_model(uri: str, directory: Path | None = None) -> Path:
         return target
     import boto3
 
-    partial = target.with_suffix(f".{os.getpid()}.part")
-    try:
-        boto3.client("s3").download_file(parts.netloc, parts.path.lstrip("/"), str(partial))
-    except Exception as exc:
-        partial.unlink(missing_ok=True)
-        raise ModelUnavailableError(f"Could not download {uri}: {exc}") from exc
-    partial.replace(target)
+    with files.staged(target) as partial:
+        try:
+            boto3.client("s3").download_file(parts.netloc, parts.path.lstrip("/"), str(partial))
+        except Exception as exc:
+            raise ModelUnavailableError(f"Could not download {uri}: {exc}") from exc
+        partial.replace(target)
     return target

@@ -123,6 +123,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
         ) from exc
 
 
+def corrections(image: Image.Image) -> set[str]:
+    """Which deliberate corrections of ``load_img`` :func:`decode_image` applies to ``image``.
+
+    Among ``"orientation"`` (an EXIF orientation it transposes), ``"transparency"``
+    (composited onto white) and ``"sixteen_bit"`` (scaled, not clipped). ``image`` is one
+    opened by Pillow and not yet converted. Conversion uses this to tell a deliberate pixel
+    difference from a bug, so it must name exactly what :func:`upright` and :func:`to_rgb` do.
+    """
+    found = set()
+    if upright(image) is not image:
+        found.add("orientation")
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        found.add("transparency")
+    if image.mode in _SIXTEEN_BIT_MODES:
+        found.add("sixteen_bit")
+    return found
+
+
 def resize(image: Image.Image, size: int) -> Image.Image:
     """Resize to ``size`` x ``size`` with NEAREST, exactly as ``load_img(target_size=)``."""
     _check_target_size(size)

@@ -15,11 +15,11 @@ import pytest
 from convert.cli import main
 from convert.errors import VerificationError
 from convert.images import labelled_split, spread_sample
-from convert.metadata import read_metadata
 from convert.quantize import int8_accepted, quantize_int8
 from convert.verify import verify_model
 from lambda_function import preprocessing
 from lambda_function.model_metadata import ModelMetadata
+from tests.onnx_files import read_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -391,8 +391,73 @@ def test_a_rejected_int8_model_is_not_written_but_fp32_is(
     code = main([*argv, "--limit", "10", "--calibration-images", "8", "--eval-limit", "10"])
     assert code == 1
     assert "variant(s) int8 rejected" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "report.json", "serve.onnx"]
     report = report_of(output)
     assert report["variants"]["int8"]["accepted"] is False
     assert report["variants"]["int8"]["path"] is None
     assert report["passed"] is False and report["verification"]["passed"] is True
+    assert report["served"]["variant"] == "fp32"
+    assert (tmp_path / "serve.onnx").read_bytes() == output.read_bytes()
+
+
+def test_every_conversion_serves_fp32_by_default_as_serve_onnx(converted: Path) -> None:
+    served = converted.with_name("serve.onnx")
+    report = report_of(converted)
+    assert served.read_bytes() == converted.read_bytes()
+    assert report["served"] == {
+        "variant": "fp32",
+        "path": str(served),
+        "source": str(converted),
+        "sha256": hashlib.sha256(served.read_bytes()).hexdigest(),
+    }
+    assert read_metadata(served) == read_metadata(converted)
+
+
+def test_an_accepted_int8_is_the_served_model(with_variants) -> None:
+    _, output = with_variants
+    report = report_of(output)
+    served = output.with_name("serve.onnx").read_bytes()
+    if report["variants"]["int8"]["accepted"]:
+        assert report["served"]["variant"] == "int8"
+        assert served == output.with_name("model.int8.onnx").read_bytes()
+    else:
+        assert report["served"]["variant"] == "fp32"
+        assert served == output.read_bytes()
+
+
+def test_a_new_conversion_removes_the_variants_of_an_older_one(
+    tmp_path, training_folder, data_dir
+) -> None:
+    output = tmp_path / "model.onnx"
+    for name in ("model.int8.onnx", "model.optimized.onnx", "serve.onnx"):
+        (tmp_path / name).write_bytes(b"from an older checkpoint")
+    argv = [str(training_folder), "-o", str(output), "--data-dir", str(data_dir)]
+    assert main([*argv, "--limit", "10"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "report.json", "serve.onnx"]
+    assert (tmp_path / "serve.onnx").read_bytes() == output.read_bytes()
+    assert report_of(output)["served"]["variant"] == "fp32"
+
+
+def test_a_failed_conversion_leaves_the_served_model_alone(
+    tmp_path, training_folder, data_dir, monkeypatch
+) -> None:
+    import convert.pipeline
+    from convert.to_onnx import keras_to_onnx
+
+    def tampered_conversion(*args, **kwargs):
+        proto = keras_to_onnx(*args, **kwargs)
+        tamper(proto)
+        return proto
+
+    monkeypatch.setattr(convert.pipeline, "keras_to_onnx", tampered_conversion)
+    (tmp_path / "serve.onnx").write_bytes(b"the model served until now")
+    (tmp_path / "model.int8.onnx").write_bytes(b"its int8")
+    argv = [str(training_folder), "-o", str(tmp_path / "model.onnx"), "--data-dir", str(data_dir)]
+    assert main([*argv, "--limit", "10"]) == 1
+    assert (tmp_path / "serve.onnx").read_bytes() == b"the model served until now"
+    assert (tmp_path / "model.int8.onnx").read_bytes() == b"its int8"
+
+
+def test_the_output_may_not_be_the_served_copy(tmp_path, training_folder, capsys) -> None:
+    assert main([str(training_folder), "-o", str(tmp_path / "serve.onnx")]) == 2
+    assert "expected an output named other than serve.onnx" in capsys.readouterr().err

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from convert.checkpoint import find_checkpoint, sha256_file
+from convert.checkpoint import find_checkpoint
 from convert.errors import ConvertError
 from convert.images import Photo, spread_sample
+from lambda_function.files import sha256_file
 
 LABELS = ["dress", "hat", "pants"]
 

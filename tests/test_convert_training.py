@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from convert.cli import main as convert
-from convert.metadata import read_metadata
 from tests.datasets import copy_subset
+from tests.onnx_files import read_metadata
 
 pytestmark = pytest.mark.slow
 

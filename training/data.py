@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lambda_function import preprocessing
+from lambda_function import files, preprocessing
 
 SPLITS = ("train", "validation", "test")
 
@@ -95,12 +95,19 @@ def load_pixels(
     else:
         pixels = decode_split(dataset[split], image_size)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, pixels)
-            tmp.replace(path)
+            save_array(path, pixels)
     _MEMORY[key] = pixels
     return pixels
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically: a reader never loads half an array."""
+
+    def write(staged: Path) -> None:
+        with staged.open("wb") as stream:
+            np.save(stream, array)
+
+    files.write_atomic(path, write)
 
 
 def decode_split(split: Split, image_size: int) -> np.ndarray:
@@ -150,5 +157,5 @@ def _fingerprint(root: Path, splits: dict[str, Split]) -> str:
     for split in splits.values():
         for path in split.files:
             digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(bytes.fromhex(files.sha256_file(path)))
     return digest.hexdigest()

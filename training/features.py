@@ -7,7 +7,6 @@ the cached 2048-d vectors: an epoch takes well under a second instead of minutes
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,9 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from lambda_function import files
 from lambda_function.preprocessing import scale
+from training import data
 
 IMAGENET_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -31,7 +32,7 @@ def weights_fingerprint(weights: str | Path | None) -> str:
         path = Path(home).expanduser() / "models" / IMAGENET_FILE
         if not path.is_file():
             return "imagenet"
-    return _sha256(path)
+    return files.sha256_file(path)
 
 
 def extract(
@@ -72,10 +73,7 @@ def cached_features(
             return features
     features = extract(extractor, pixels(), batch_size=batch_size, desc=desc, dtype=dtype)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp.npy")
-        np.save(tmp, features)
-        tmp.replace(cache_path)
+        data.save_array(cache_path, features)
     return features
 
 
@@ -96,8 +94,3 @@ def cache_path(
         return None
     name = f"{kind}-{image_size}-{weights_fp[:16]}-{data_fp[:16]}-{split}.npy"
     return Path(cache_dir) / name
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from lambda_function import files
 from training.config import RunConfig
 
 NAME = "manifest.json"
@@ -60,12 +61,7 @@ def load(root: Path) -> dict:
 
 def save(root: Path, manifest: dict) -> Path:
     """Write atomically (a reader never sees half a file)."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(path)
-    return path
+    return files.write_text_atomic(root / NAME, json.dumps(manifest, indent=2))
 
 
 def record(

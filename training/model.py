@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from lambda_function.model_metadata import OUTPUT
 from training.config import RunConfig
 
 MIN_IMAGE_SIZE = 71
@@ -139,7 +140,7 @@ def _head_layers(size_inner: int, droprate: float, n_classes: int, l2: float) ->
         head.append(layers.Dropout(droprate, name="dropout"))
     # float32 logits even under a mixed-precision policy (numerically safe softmax/loss).
     head.append(
-        layers.Dense(n_classes, kernel_regularizer=regularizer, dtype="float32", name="logits")
+        layers.Dense(n_classes, kernel_regularizer=regularizer, dtype="float32", name=OUTPUT)
     )
     return head
 

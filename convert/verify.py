@@ -18,8 +18,9 @@ fails it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,20 +132,42 @@ def reference_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:
     return keras.applications.xception.preprocess_input(np.stack(images))
 
 
+def serving_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:
+    """Serving's own preprocessing of ``photos``, as one batch (no Keras needed).
+
+    The reference inputs for a model that was not trained through ``load_img`` (a PyTorch
+    model, say); the user-path check then compares the same pixels.
+    """
+    return np.concatenate(
+        [preprocessing.preprocess(p.path.read_bytes(), size) for p in progress(photos, "inputs")]
+    )
+
+
 def keras_logits(model: keras.Model, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """``model.predict`` in batches, as float32 logits."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
+Reference = Callable[[np.ndarray], np.ndarray]
+"""The model the ONNX file must match: an ``(N, S, S, 3)`` float32 batch in, logits out."""
+
+
 def verify_model(
     onnx_path: Path,
-    model: keras.Model,
+    model: keras.Model | Reference,
     photos: Sequence[Photo],
     *,
     names: Sequence[str] | None = None,
     tolerance: float = TOLERANCE,
+    inputs: Callable[[Sequence[Photo], int], np.ndarray] = reference_inputs,
 ) -> Verification:
-    """Run both checks of the ONNX model at ``onnx_path`` against ``model``."""
+    """Run both checks of the ONNX model at ``onnx_path`` against ``model``.
+
+    ``model`` is a Keras model, or any function from a batch to logits (TensorFlow is then
+    not needed if ``inputs`` is :func:`serving_inputs`). ``inputs`` builds the reference
+    batch: Keras' ``load_img`` pipeline by default.
+    """
+    reference = model if not hasattr(model, "predict") else partial(keras_logits, model)
     names = list(names) if names is not None else [str(p.path) for p in photos]
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -161,10 +184,10 @@ def verify_model(
 
     size = metadata.image_size
     clock = time.perf_counter()
-    x = reference_inputs(photos, size)
+    x = inputs(photos, size)
     timings["reference_preprocess"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    expected = keras_logits(model, x)
+    expected = np.asarray(reference(x), dtype=np.float32)
     timings["keras_predict_per_image"] = (time.perf_counter() - clock) / len(photos)
     clock = time.perf_counter()
     actual = onnx_logits(session, x)

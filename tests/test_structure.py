@@ -14,7 +14,16 @@ PACKAGES = ("training", "convert", "lambda_function")
 
 # Modules other tools import without TensorFlow: the TF-free half of training (settings,
 # manifest, dataset listing) and convert's metadata, verification and quantisation.
-TF_FREE = ("training.config", "training.manifest", "training.data")
+TF_FREE = (
+    "training.config",
+    "training.manifest",
+    "training.data",
+    "convert.metadata",
+    "convert.verify",
+    "convert.quantize",
+    "convert.runtime",
+    "convert.evaluate",
+)
 
 
 def modules() -> dict[str, Path]:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convert.errors import ConvertError, VerificationError
-from convert.pipeline import SERVE_NAME, Options, Report, run
+from convert.pipeline import SERVE_NAME, Options, run
+from convert.report import Report
 from convert.to_onnx import OPSET, SUPPORTED_OPSETS
 from convert.verify import TOLERANCE
 from lambda_function.model_metadata import OUTPUT

@@ -23,6 +23,7 @@ TF_FREE = (
     "convert.quantize",
     "convert.runtime",
     "convert.evaluate",
+    "convert.report",
 )
 
 

@@ -23,14 +23,16 @@ export DATA_DIR XCEPTION_WEIGHTS
 
 # What `make run` builds, as files, so that it redoes only what changed.
 TRAINING := artifacts/training/manifest.json
-MODEL := artifacts/model/model.onnx
+MODEL := artifacts/model/serve.onnx
 TRAIN_SETTINGS := artifacts/.make/train-settings
 TRAIN_INPUTS := $(wildcard training/*.py) lambda_function/preprocessing.py $(TRAIN_SETTINGS) \
 	$(patsubst %/,%,$(wildcard $(DATA_DIR)/*/*/))
 CONVERT_INPUTS := $(TRAINING) $(wildcard convert/*.py) lambda_function/preprocessing.py \
-	lambda_function/model_metadata.py
-# `--int8` also writes model.int8.onnx, kept only within 1 point of fp32's accuracy: the model
-# the image ships (docs/performance.md). CONVERT_FLAGS="--optimize --int8" adds the optimised graph.
+	lambda_function/model_metadata.py lambda_function/model.py lambda_function/files.py \
+	lambda_function/config.py training/data.py
+# Every conversion writes serve.onnx, the one model the image ships: the int8 variant when it
+# stayed within 1 point of fp32's accuracy, fp32 otherwise (docs/conversion.md).
+# CONVERT_FLAGS="--optimize --int8" adds the optimised graph.
 CONVERT_FLAGS ?= --int8
 
 # One photo of a few classes from the test split: what `make classify` shows by default.
@@ -56,7 +58,7 @@ run: $(MODEL) | setup ## train, convert, classify sample photos (only the steps 
 
 train: $(TRAINING) ## train the 299 px model (TRAIN_ARGS: more options) -> artifacts/training/
 
-convert: $(MODEL) ## the best run -> verified ONNX (+ int8) in artifacts/model/
+convert: $(MODEL) ## the best run -> verified ONNX, served as artifacts/model/serve.onnx
 
 classify: | setup ## classify IMAGES (files or URLs) through the Lambda handler
 	$(BIN)/python -m lambda_function $(IMAGES)
@@ -74,7 +76,7 @@ $(TRAIN_SETTINGS): FORCE
 # A failed conversion (an int8 model rejected, say) dates the model back so the next
 # `make run` converts again instead of taking it as done.
 $(MODEL): $(CONVERT_INPUTS) | setup data
-	$(BIN)/python -m convert artifacts/training -o $@ $(CONVERT_FLAGS) \
+	$(BIN)/python -m convert $(CONVERT_FLAGS) \
 		|| { touch -c -t 197001010000 $@; exit 1; }
 
 test: test-pytest $(EXTRA_TESTS) ## every test suite (pytest, TensorFlow and the dataset included)

@@ -25,11 +25,20 @@ class ServiceError(Exception):
     retry_after_s = 0.0
     """How long the upstream asked us to wait first (its ``Retry-After``)."""
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        transient: bool = False,
+        retry_after_s: float = 0.0,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.transient = transient
+        self.retry_after_s = retry_after_s
 
     def to_payload(self, request_id: str) -> dict[str, Any]:
         """The error body of the API contract."""

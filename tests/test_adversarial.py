@@ -2,7 +2,7 @@
 
 Every case asserts the status it must get. Address cases run a real listener on
 127.0.0.2 (the "internal service") with the test-only loopback setting **off**, feed
-fake DNS answers by patching ``fetch.resolve``, and assert that no connection ever
+fake DNS answers by patching ``fetch.dns.resolve``, and assert that no connection ever
 reached the listener. Where a case needs a reachable "public" server, 127.0.0.1
 stands in for the internet (``is_public`` is widened to that one address); the
 rest of 127.0.0.0/8 stays internal. Cases already covered at the fetcher's level live in
@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from lambda_function import fetch as fetch_module
 from lambda_function import handler
+from lambda_function.fetch import addresses
+from lambda_function.fetch import dns as fetch_dns
 from tests import images
 from tests.lambda_testing import (
     FakeContext,
@@ -77,7 +78,7 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
             return answer.pop(0) if len(answer) > 1 else answer[0]
         return answer
 
-    monkeypatch.setattr(fetch_module, "resolve", resolve)
+    monkeypatch.setattr(fetch_dns, "resolve", resolve)
     return answers
 
 
@@ -85,8 +86,8 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 def strict(monkeypatch, function_env, tiny_model, internal, public) -> Callable[..., None]:  # type: ignore[no-untyped-def]
     """The function as deployed (loopback off), with the test listeners' ports allowed
     and 127.0.0.1 standing in for the internet."""
-    real = fetch_module.is_public
-    monkeypatch.setattr(fetch_module, "is_public", lambda ip: ip == STAND_IN_INTERNET or real(ip))
+    real = addresses.is_public
+    monkeypatch.setattr(addresses, "is_public", lambda ip: ip == STAND_IN_INTERNET or real(ip))
 
     def apply(**env: object) -> None:
         ports = f"80,443,{internal.port},{public.port}"

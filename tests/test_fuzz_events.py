@@ -26,8 +26,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lambda_function import fetch as fetch_module
 from lambda_function import handler
+from lambda_function.fetch import dns as fetch_dns
 from tests.lambda_testing import FakeContext, image_bytes
 
 REMAINING_MS = 6_000
@@ -116,8 +116,8 @@ def offline(monkeypatch: pytest.MonkeyPatch, function_env, tiny_model: Path) -> 
     def refuse(*args: Any, **kwargs: Any) -> socket.socket:
         raise ConnectionRefusedError("fuzzing: no network")
 
-    monkeypatch.setattr(fetch_module, "resolve", resolve)
-    monkeypatch.setattr(fetch_module.socket, "create_connection", refuse)
+    monkeypatch.setattr(fetch_dns, "resolve", resolve)
+    monkeypatch.setattr(socket, "create_connection", refuse)
     function_env(MODEL_PATH=tiny_model, FETCH_RETRIES=0, ALLOW_LOOPBACK_FOR_TESTS=None)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lambda_function import fetch as fetch_module
 from lambda_function.errors import ServiceError
-from lambda_function.fetch import FetchPolicy, fetch, is_public
+from lambda_function.fetch import FetchPolicy, dns, fetch, s3
+from lambda_function.fetch.addresses import is_public
 from tests.lambda_testing import image_bytes, redirect, send, serving
 
 JPEG = image_bytes()
@@ -386,7 +386,7 @@ def stubbed_s3(monkeypatch):  # type: ignore[no-untyped-def]
     client = boto3.client(
         "s3", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
     )
-    monkeypatch.setattr(fetch_module, "s3_client", lambda *args: client)
+    monkeypatch.setattr(s3, "s3_client", lambda *args: client)
     with Stubber(client) as stubber:
         yield stubber
         stubber.assert_no_pending_responses()
@@ -450,7 +450,7 @@ def test_s3_client_timeouts_never_exceed_the_time_left(monkeypatch) -> None:
         made.append((connect, read, attempts))
         return Client()
 
-    monkeypatch.setattr(fetch_module, "s3_client", client)
+    monkeypatch.setattr(s3, "s3_client", client)
     with pytest.raises(AssertionError):
         fetch("s3://shop/k", policy(**S3), soon(1.5))
     with pytest.raises(AssertionError):
@@ -511,7 +511,7 @@ def test_lookups_left_hanging_are_bounded_and_their_threads_end_when_dns_answers
 
     slow_dns = policy(resolver=hanging)
     try:
-        for i in range(fetch_module.MAX_PENDING_LOOKUPS):
+        for i in range(dns.MAX_PENDING_LOOKUPS):
             assert refused(f"http://slow-{i}.test/", slow_dns, soon(0.05)).status == 504
         error = refused("http://one-more.test/", slow_dns, soon(5))
         assert error.status == 504 and "have not returned" in error.message

@@ -96,9 +96,9 @@ def test_a_direct_base64_image_is_classified_without_fetching(configure) -> None
 
 
 def test_a_direct_s3_url_is_classified(configure, monkeypatch) -> None:
-    from lambda_function import fetch
+    from lambda_function.fetch import s3
 
-    monkeypatch.setattr(fetch, "fetch_s3", lambda url, policy, deadline: image_bytes(BLUE))
+    monkeypatch.setattr(s3, "fetch_s3", lambda url, policy, deadline: image_bytes(BLUE))
     answer = invoke({"url": "s3://shop-uploads/listing/1.jpg"})
     assert answer["category"] == LABELS[2]
 
@@ -406,7 +406,7 @@ def test_hardening_settings_are_read_and_checked() -> None:
 
 
 def test_an_s3_url_is_read_from_an_allowed_bucket_head_first(configure, monkeypatch) -> None:
-    from lambda_function import fetch
+    from lambda_function.fetch import s3
 
     calls: list[str] = []
 
@@ -421,7 +421,7 @@ def test_an_s3_url_is_read_from_an_allowed_bucket_head_first(configure, monkeypa
             calls.append(f"get {Bucket}/{Key}")
             return {"Body": io.BytesIO(image_bytes(BLUE))}
 
-    monkeypatch.setattr(fetch, "s3_client", lambda *args: FakeS3())
+    monkeypatch.setattr(s3, "s3_client", lambda *args: FakeS3())
     configure(S3_ALLOWED_BUCKETS="shop-uploads")
     assert invoke({"url": "s3://shop-uploads/listing/1.jpg"})["category"] == LABELS[2]
     assert_error(invoke({"url": "s3://other-bucket/listing/1.jpg"}), "url_not_allowed")

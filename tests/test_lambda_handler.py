@@ -298,12 +298,15 @@ def test_our_own_bugs_are_an_opaque_500(configure, monkeypatch) -> None:
     assert answer["request_id"] == "r-500"
 
 
-def test_a_missing_model_is_a_500_that_says_how_to_make_one(configure, tmp_path) -> None:
+def test_a_missing_model_is_a_500_whose_log_says_how_to_make_one(
+    configure, tmp_path, caplog
+) -> None:
     configure(MODEL_PATH=tmp_path / "absent.onnx")
     answer = invoke({"image": b64(image_bytes())})
     assert answer["status"] == 500
     assert_error(answer, "model_unavailable")
-    assert "python -m convert" in answer["error"]["message"]
+    assert "absent.onnx" not in answer["error"]["message"]  # no path for the caller
+    assert "python -m convert" in caplog.text and "absent.onnx" in caplog.text
 
 
 # -- the model's metadata drives labels and size -----------------------------------------

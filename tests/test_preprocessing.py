@@ -139,4 +139,6 @@ def test_empty_batch_is_rejected() -> None:
 
 def test_errors_carry_a_code_for_the_service() -> None:
     codes = {cls.code for cls in pp.ImageError.__subclasses__()}
-    assert codes == {"empty_image", "unsupported_image", "image_too_large", "corrupt_image"}
+    assert codes == {
+        "empty_image", "unsupported_image", "image_too_large", "corrupt_image", "upstream_timeout"
+    }  # fmt: skip

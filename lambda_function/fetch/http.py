@@ -290,13 +290,22 @@ def _too_large(target: Target, policy: FetchPolicy, what: str) -> PayloadTooLarg
 
 
 def _transport_error(target: Target, exc: BaseException) -> ServiceError:
+    """The answer for a failed exchange; the library's own words go to the log only."""
+    detail = f"{target.host}: {type(exc).__name__}: {exc}"
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return UnprocessableError(f"TLS with {target.host} failed: {exc}", code="tls_failed")
+        return UnprocessableError(
+            f"TLS with {target.host} failed (certificate or handshake).",
+            code="tls_failed",
+            detail=detail,
+        )
     if isinstance(exc, http.client.HTTPException | ValueError):
         return UnprocessableError(
-            f"{target.host} sent a malformed HTTP response: {exc!r}", code="bad_response"
+            f"{target.host} sent a malformed HTTP response.", code="bad_response", detail=detail
         )
     # refused, reset, unreachable: worth another try
     return UnprocessableError(
-        f"Could not fetch from {target.host}: {exc}", code="connect_failed", transient=True
+        f"Could not connect to {target.host}.",
+        code="connect_failed",
+        transient=True,
+        detail=detail,
     )

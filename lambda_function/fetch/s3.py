@@ -26,36 +26,53 @@ def fetch_s3(url: str, policy: FetchPolicy, deadline: float) -> bytes:
         ReadTimeoutError,
     )
 
-    parts = urlsplit(url)
-    bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
-    if not bucket or not key:
-        raise BadRequestError(f"Expected s3://bucket/key. Received: {url!r}", code="invalid_url")
+    bucket, key = _bucket_and_key(url)
     if bucket not in policy.s3_buckets:
         raise BadRequestError(
-            f"Bucket {bucket[:63]!r} is not one this function reads (S3_ALLOWED_BUCKETS).",
-            code="url_not_allowed",
+            "Expected an s3:// URL in a bucket this function reads.", code="url_not_allowed"
         )
+    where = f"s3://{bucket}/{key}"
     try:
         size = _s3_for(policy, deadline).head_object(Bucket=bucket, Key=key)["ContentLength"]
         if size > policy.max_bytes:
-            raise PayloadTooLargeError(
-                f"Expected an image of at most {policy.max_bytes:,} bytes. {url} has {size:,}."
-            )
+            raise _too_large(policy, f"{where} has {size:,} bytes")
         answer = _s3_for(policy, deadline).get_object(Bucket=bucket, Key=key)
         data = answer["Body"].read(policy.max_bytes + 1)
         answer["Body"].close()
     except (ConnectTimeoutError, ReadTimeoutError) as exc:
-        raise UpstreamTimeoutError(f"S3 did not answer in time for {url}: {exc}") from exc
+        raise UpstreamTimeoutError("S3 did not answer in time.", detail=f"{where}: {exc}") from exc
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
-        raise UnprocessableError(f"Could not get {url} from S3: {code}", code="s3_error") from exc
+        raise UnprocessableError(
+            "Could not get the object from S3.", code="s3_error", detail=f"{where}: {code}"
+        ) from exc
     except BotoCoreError as exc:
-        raise UnprocessableError(f"Could not get {url} from S3: {exc}", code="s3_error") from exc
+        raise UnprocessableError(
+            "Could not get the object from S3.", code="s3_error", detail=f"{where}: {exc}"
+        ) from exc
     if len(data) > policy.max_bytes:  # the object grew between HEAD and GET
-        raise PayloadTooLargeError(
-            f"Expected an image of at most {policy.max_bytes:,} bytes. {url} has more."
-        )
+        raise _too_large(policy, f"{where} grew past the cap after HEAD")
     return data
+
+
+def _bucket_and_key(url: str) -> tuple[str, str]:
+    """The bucket and key of ``s3://bucket/key``; a 400 for anything else."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the netloc
+        parts = None
+    bucket = parts.netloc if parts is not None else ""
+    key = unquote(parts.path.lstrip("/")) if parts is not None else ""
+    if not bucket or not key:
+        raise BadRequestError("Expected s3://bucket/key.", code="invalid_url")
+    return bucket, key
+
+
+def _too_large(policy: FetchPolicy, detail: str) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"Expected an image of at most {policy.max_bytes:,} bytes. The object is larger.",
+        detail=detail,
+    )
 
 
 def _s3_for(policy: FetchPolicy, deadline: float) -> Any:

@@ -79,8 +79,8 @@ def parse(event: Any, source: str, *, max_bytes: int, max_batch: int) -> Request
         )
     try:
         payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = "It nests too deeply." if isinstance(exc, RecursionError) else str(exc)
+    except (ValueError, RecursionError) as exc:
+        reason = _json_failure(exc)
         raise BadRequestError(f"Expected a JSON body. {reason}", code="invalid_json") from exc
     return parse_payload(payload, max_bytes=max_bytes, max_batch=max_batch)
 
@@ -89,7 +89,7 @@ def parse_payload(payload: Any, *, max_bytes: int, max_batch: int) -> Request:
     """``{"url": ...}``, ``{"urls": [...]}`` or ``{"image": "<base64>"}``."""
     keys = [key for key in ("url", "urls", "image") if isinstance(payload, dict) and key in payload]
     if len(keys) != 1:
-        received = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        received = _keys(payload) if isinstance(payload, dict) else type(payload).__name__
         raise BadRequestError(
             f'Expected exactly one of "url", "urls" or "image". Received: {received}',
             code="bad_request",
@@ -121,6 +121,26 @@ def respond(source: str, status: int, payload: dict[str, Any]) -> dict[str, Any]
         "body": json.dumps(payload),
         "isBase64Encoded": False,
     }
+
+
+def _json_failure(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "It nests too deeply."
+    if isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return "It is not UTF-8 text."
+    return "A number in it has too many digits."  # past Python's int-string limit
+
+
+MAX_KEYS_SHOWN = 5
+
+
+def _keys(payload: dict[Any, Any]) -> str:
+    """The first few keys of ``payload``, each cut short, then how many more: bounded text."""
+    shown = [repr(str(key)[:40]) for key in list(payload)[:MAX_KEYS_SHOWN]]
+    more = len(payload) - len(shown)
+    return "[" + ", ".join(shown) + (f", ... and {more:,} more" if more > 0 else "") + "]"
 
 
 def _url(value: Any, name: str) -> str:

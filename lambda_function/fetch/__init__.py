@@ -31,16 +31,20 @@ botocore timeouts no longer than the time left.
 from __future__ import annotations
 
 from lambda_function.fetch import http, s3
+from lambda_function.fetch.dns import LookupShare
 from lambda_function.fetch.policy import FetchPolicy
 from lambda_function.fetch.url import MAX_URL_LENGTH, check_length
 
-__all__ = ["MAX_URL_LENGTH", "FetchPolicy", "fetch"]
+__all__ = ["MAX_URL_LENGTH", "FetchPolicy", "LookupShare", "fetch"]
 
 
-def fetch(url: str, policy: FetchPolicy, deadline: float) -> bytes:
-    """The bytes at ``url`` (http, https or s3), by ``deadline`` (``time.monotonic()``)."""
+def fetch(
+    url: str, policy: FetchPolicy, deadline: float, lookups: LookupShare | None = None
+) -> bytes:
+    """The bytes at ``url`` (http, https or s3), by ``deadline`` (``time.monotonic()``).
+    ``lookups`` is the request's share of pending name lookups (one per request)."""
     check_length(url)
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "s3":
         return s3.fetch_s3(url, policy, deadline)
-    return http.fetch_http(url, policy, deadline)
+    return http.fetch_http(url, policy, deadline, lookups)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import http.client
 import random
-import socket
 import ssl
-import threading
 import time
 from urllib.parse import urljoin
 
@@ -19,7 +15,8 @@ from lambda_function.errors import (
     UnprocessableError,
     UpstreamTimeoutError,
 )
-from lambda_function.fetch.dns import not_fetchable, remaining, resolve_checked
+from lambda_function.fetch.connection import Watchdog, final_response, pinned_connection
+from lambda_function.fetch.dns import LookupShare, remaining, resolve_checked
 from lambda_function.fetch.policy import FetchPolicy
 from lambda_function.fetch.url import Target, check_length
 
@@ -37,13 +34,15 @@ _REQUEST_HEADERS = {
 }
 
 
-def fetch_http(url: str, policy: FetchPolicy, deadline: float) -> bytes:
+def fetch_http(
+    url: str, policy: FetchPolicy, deadline: float, share: LookupShare | None = None
+) -> bytes:
     """Follow at most ``policy.max_redirects`` redirects, checking every hop."""
     current = url
     for hop in range(policy.max_redirects + 1):
         try:
             target = Target.parse(check_length(current), policy)
-            addresses = resolve_checked(target, policy, deadline)
+            addresses = resolve_checked(target, policy, deadline, share)
         except BadRequestError as exc:
             if hop == 0:
                 raise
@@ -58,11 +57,23 @@ def fetch_http(url: str, policy: FetchPolicy, deadline: float) -> bytes:
                     f"{target.host} sent an empty body.", code="empty_response"
                 )
             return result
-        current = urljoin(current, result)
+        current = _joined(url, current, result)
     raise UnprocessableError(
         f"Expected at most {policy.max_redirects} redirects. {url} redirected more.",
         code="too_many_redirects",
     )
+
+
+def _joined(url: str, current: str, location: str) -> str:
+    """The absolute URL a ``Location`` names; a malformed one ends the fetch (422)."""
+    try:
+        return urljoin(current, location)
+    except ValueError as exc:
+        raise UnprocessableError(
+            f"{url} redirected to a malformed location.",
+            code="redirect_not_allowed",
+            detail=f"Location {location[:512]!r}: {exc}",
+        ) from exc
 
 
 def _get_with_retries(
@@ -82,95 +93,16 @@ def _get_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _Pin:
-    """Opens the socket for a connection: to the first checked address that accepts,
-    never to a second lookup of the host name, and only if the peer is allowed."""
-
-    def __init__(
-        self, target: Target, addresses: list[str], policy: FetchPolicy, deadline: float
-    ) -> None:
-        self.target, self.addresses, self.policy, self.deadline = (
-            target,
-            addresses,
-            policy,
-            deadline,
-        )
-
-    def connect(self) -> socket.socket:
-        error: OSError = OSError("no address")
-        for address in self.addresses:  # an IPv6 one may have no route from here
-            timeout = min(self.policy.connect_timeout_s, remaining(self.deadline))
-            try:
-                sock = socket.create_connection((address, self.target.port), timeout)
-            except OSError as exc:  # the last error (a timeout: 504) speaks for all
-                error = exc
-                continue
-            if not self.policy.allows_address(sock.getpeername()[0]):
-                sock.close()
-                raise not_fetchable(self.target.host)
-            return sock
-        raise error
-
-
-class PinnedHTTPConnection(http.client.HTTPConnection):
-    """Plain HTTP to ``host`` (``Host`` header) over a socket to a checked address."""
-
-    def __init__(self, pin: _Pin, timeout: float) -> None:
-        super().__init__(pin.target.host, pin.target.port, timeout=timeout)
-        self.pin = pin
-
-    def connect(self) -> None:
-        self.sock = self.pin.connect()
-
-
-class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """TLS to a checked address, with ``host`` for the SNI and the certificate check."""
-
-    def __init__(self, pin: _Pin, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(pin.target.host, pin.target.port, timeout=timeout, context=context)
-        self.pin, self.tls = pin, context
-
-    def connect(self) -> None:
-        self.sock = self.tls.wrap_socket(self.pin.connect(), server_hostname=self.host)
-
-
-class _Watchdog:
-    """Shuts a connection's socket at the deadline, whatever call is blocked on it."""
-
-    def __init__(self, deadline: float) -> None:
-        self.fired = False
-        self.connection: http.client.HTTPConnection | None = None
-        # The response keeps the socket after http.client drops ``connection.sock``.
-        self.sock: socket.socket | None = None
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
-
-    def _fire(self) -> None:
-        self.fired = True
-        sock = self.sock or (self.connection.sock if self.connection is not None else None)
-        if sock is not None:
-            # The plain-socket shutdown, also on an SSLSocket: it wakes a blocked read.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
 def _get(target: Target, addresses: list[str], policy: FetchPolicy, deadline: float) -> bytes | str:
     """One GET from the checked ``addresses``: the body, or the ``Location`` of a redirect."""
-    connection = _connection(target, addresses, policy, deadline)
-    with _Watchdog(deadline) as watchdog:
+    connection = pinned_connection(target, addresses, policy, deadline)
+    with Watchdog(deadline) as watchdog:
         watchdog.connection = connection
         try:
             connection.request("GET", target.path, headers=_REQUEST_HEADERS)
             watchdog.sock = connection.sock
             _refresh_timeout(connection, policy, deadline)
-            response = connection.getresponse()
+            response = final_response(connection.getresponse())
             result = _read_response(target, response, connection, policy, deadline)
         except (ServiceError, OSError, http.client.HTTPException, ValueError) as exc:
             # A shut socket reads as EOF or a reset: the watchdog says it was the deadline.
@@ -188,24 +120,6 @@ def _get(target: Target, addresses: list[str], policy: FetchPolicy, deadline: fl
 
 def _too_slow(target: Target) -> UpstreamTimeoutError:
     return UpstreamTimeoutError(f"{target.host} did not send the image in time.")
-
-
-def _connection(
-    target: Target, addresses: list[str], policy: FetchPolicy, deadline: float
-) -> http.client.HTTPConnection:
-    """A connection to ``target.host`` whose socket goes to one of the checked ``addresses``."""
-    timeout = min(policy.connect_timeout_s, remaining(deadline))
-    pin = _Pin(target, addresses, policy, deadline)
-    if target.https:
-        return PinnedHTTPSConnection(pin, timeout, policy.ssl_context or _default_ssl_context())
-    return PinnedHTTPConnection(pin, timeout)
-
-
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _refresh_timeout(

@@ -61,11 +61,17 @@ class Target:
 
 
 def check_length(url: object) -> str:
-    """``url`` when it is a string of 1 to :data:`MAX_URL_LENGTH` characters."""
+    """``url`` when it is text (no lone surrogates) of 1 to :data:`MAX_URL_LENGTH` characters."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise BadRequestError(
             f"Expected a URL of 1 to {MAX_URL_LENGTH} characters.", code="invalid_url"
         )
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError as exc:  # "\ud800" in JSON: not a character at all
+        raise BadRequestError(
+            "Expected a URL of Unicode text. Received a lone surrogate.", code="invalid_url"
+        ) from exc
     return url
 
 

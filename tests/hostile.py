@@ -61,3 +61,14 @@ def jpeg_with_scans(width: int, height: int, scans: int, *, progressive: bool = 
     empty_scan = b"\xff\xda" + struct.pack(">HB", 8, 1) + b"\x01\x00" + b"\x01\x3f\x00"
     extra = (empty_scan + b"\x00") * scans
     return bytes(data[:eoi]) + extra + b"\xff\xd9"
+
+
+def flat_jpeg(size: tuple[int, int], *, progressive: bool = False) -> bytes:
+    """A one-colour JPEG: big frames stay small files (and quick to build)."""
+    return encode(Image.new("RGB", size, (200, 30, 30)), "JPEG", progressive=progressive)
+
+
+def interim_then(final: bytes, interim: int = 1, status: int = 103) -> bytes:
+    """A raw HTTP exchange: ``interim`` 1xx responses, then ``final`` (a full response)."""
+    hint = f"HTTP/1.1 {status} Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n".encode()
+    return hint * interim + final

@@ -28,7 +28,7 @@ from PIL import Image
 from lambda_function import handler
 from lambda_function.fetch import addresses
 from lambda_function.fetch import dns as fetch_dns
-from tests import images
+from tests import hostile, images
 from tests.lambda_testing import (
     FakeContext,
     ImageServer,
@@ -520,3 +520,355 @@ def test_nothing_lingers_after_a_hostile_run(strict, public) -> None:
         invoke({"url": public.url("/x")})
     time.sleep(0.2)
     assert threading.active_count() <= before + 1  # the server's own handler thread
+
+
+# -- 6. round 2 (issue 12): decoding, memory, 500s, shared state, sizes, 1xx, tables, leaks --
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The sizes of every image whose pixels were decoded (``ImageFile.load`` calls)."""
+    from PIL import ImageFile
+
+    seen: list[tuple[int, int]] = []
+    real = ImageFile.ImageFile.load
+
+    def load(self: ImageFile.ImageFile) -> Any:
+        seen.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: hostile.jpeg_with_scans(7000, 5000, 10_000), (413, "image_too_large")),
+        (lambda: hostile.jpeg_with_scans(7000, 5000, 65), (413, "image_too_large")),
+        (lambda: hostile.jpeg_with_scans(2000, 2000, 3), (422, "corrupt_image")),
+        (lambda: hostile.jpeg_with_scans(7000, 5700, 40) + b"\0" * 60_000,
+         (413, "image_too_large")),
+    ],
+    ids=["10000-empty-scans", "65-scans", "4MP-in-400-bytes", "work-over-budget"],
+)  # fmt: skip
+def test_jpegs_asking_too_much_of_the_decoder_are_refused_before_decoding(
+    strict, decodes, make, expected
+) -> None:
+    assert status_of(invoke({"image": b64(make())})) == expected
+    assert decodes == []
+
+
+def test_the_scan_limit_and_work_budget_let_real_progressive_jpegs_through(strict) -> None:
+    from lambda_function import decode_limits
+
+    data = images.encode(NOISE, "JPEG", progressive=True)
+    assert decode_limits.jpeg_scans(data) == 10  # libjpeg's script for colour
+    assert decode_limits.jpeg_scans(hostile.jpeg_with_scans(64, 64, 58)) == 64
+    assert status_of(invoke({"image": b64(hostile.jpeg_with_scans(64, 64, 58))}))[0] == 200
+    assert decode_limits.decode_work(40_000_000, 3, 11) == decode_limits.MAX_DECODE_WORK
+    assert decode_limits.decode_work(40_000_000, 3, 12) > decode_limits.MAX_DECODE_WORK
+
+
+@pytest.fixture(scope="module")
+def forty_mp_progressive() -> bytes:
+    return hostile.flat_jpeg((7300, 5470), progressive=True)
+
+
+def test_a_decode_that_cannot_end_in_the_time_left_is_a_504_and_never_starts(
+    strict, decodes, forty_mp_progressive
+) -> None:
+    # 3.1 s left: the fetch budget is 0.1 s, the decode must end 1.5 s later; 40 MP in 10
+    # progressive scans is estimated at ~2.6 s, so it is answered 504 at once.
+    answer = invoke({"image": b64(forty_mp_progressive)}, remaining_ms=3_100)
+    assert status_of(answer) == (504, "upstream_timeout")
+    assert decodes == []
+
+
+def test_the_same_decode_with_time_left_is_classified(strict, forty_mp_progressive) -> None:
+    assert status_of(invoke({"image": b64(forty_mp_progressive)}))[0] == 200
+
+
+def test_the_decode_estimate_follows_lambdas_cpu_share() -> None:
+    from lambda_function import decode_limits as limits
+
+    full = limits.estimated_seconds(10**9, memory_mb=limits.LAMBDA_MB_PER_VCPU)
+    assert full == pytest.approx(10**9 * limits.NS_PER_WORK_UNIT * 1e-9)
+    assert limits.estimated_seconds(10**9, memory_mb=1024) == pytest.approx(full * 1769 / 1024)
+    assert limits.estimated_seconds(10**9, memory_mb=10240) == full  # one decode, one core
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "slots"), [(None, 4), (1024, 1), (1792, 3), (3008, 6), (10240, 25)]
+)
+def test_concurrent_decodes_follow_the_functions_memory(memory_mb, slots: int) -> None:
+    from lambda_function.decode_limits import decode_slots
+
+    assert decode_slots(memory_mb, 40_000_000) == slots
+    assert decode_slots(memory_mb, 4_000_000) >= slots
+
+
+def test_a_decode_waiting_for_a_slot_past_its_deadline_is_a_504() -> None:
+    from lambda_function.decode_limits import DecodeGate
+    from lambda_function.image_errors import OutOfTimeError
+
+    gate = DecodeGate(1)
+    with gate.slot(None), pytest.raises(OutOfTimeError):  # noqa: SIM117 - nested on purpose
+        with gate.slot(time.monotonic() + 0.05):
+            pass
+    with gate.slot(time.monotonic() + 0.05):  # released: free again
+        pass
+
+
+def test_sixteen_bit_images_are_scaled_without_wide_intermediates() -> None:
+    """The 16-bit path once made int64 copies of every pixel (0.9 GB at 40 MP)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from lambda_function import preprocessing
+
+    values = np.random.default_rng(0).integers(0, 65536, (1500, 2000), dtype=np.uint16)
+    data = images.encode(Image.fromarray(values), "PNG", compress_level=1)
+    tracemalloc.start()
+    x = preprocessing.preprocess(data, 32)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < values.size  # not even one byte per pixel goes through numpy
+    reference = images.sixteen_to_eight(Image.fromarray(values)).convert("RGB")
+    expected = preprocessing.scale(np.asarray(reference.resize((32, 32), Image.NEAREST)))
+    np.testing.assert_array_equal(x[0], expected)
+
+
+def test_no_full_size_image_is_converted_on_the_serving_path(monkeypatch) -> None:
+    from lambda_function import preprocessing
+
+    cases = images.cases()
+    converted: list[tuple[int, int]] = []
+    real = Image.Image.convert
+
+    def convert(self: Image.Image, *args: Any, **kwargs: Any) -> Image.Image:
+        converted.append(self.size)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", convert)
+    for case in cases:
+        preprocessing.preprocess(case.data, 32)
+    assert converted and set(converted) == {(32, 32)}
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (_api('{"url": ' + "9" * 5_000 + "}"), (400, "invalid_json")),
+        (_api('{"url": "http://example.com/\\ud800.jpg"}'), (400, "invalid_url")),
+        (_api('{"urls": ["http://\\udfff.test/"]}'), (200, "invalid_url")),
+        (_api('{"url": "s3://[bucket/key.jpg"}'), (400, "invalid_url")),
+        (_api('{"url": "s3://bucket]/key.jpg"}'), (400, "invalid_url")),
+    ],
+    ids=["int-of-5000-digits", "lone-surrogate", "lone-surrogate-in-batch", "s3-unbalanced",
+         "s3-bracket"],
+)  # fmt: skip
+def test_events_that_once_were_500s_are_4xx(strict, event, expected) -> None:
+    response = invoke(event)
+    body = body_of(response)
+    if expected[0] == 200:  # a batch: the item carries the status
+        (item,) = body["results"]
+        assert (item["status"], item["error"]["code"]) == (400, expected[1])
+    else:
+        assert (response["statusCode"], body["error"]["code"]) == expected
+
+
+@pytest.mark.parametrize("location", ["http://[::1/a.jpg", "http://[v1.x]:80/", "//[/a"])
+def test_a_redirect_to_a_malformed_url_is_a_422(strict, public, location: str) -> None:
+    public.routes["/r"] = redirect(location)
+    assert status_of(invoke({"url": public.url("/r")})) == (422, "redirect_not_allowed")
+
+
+PNG_CRASHES = {
+    "icc-after-idat": lambda: hostile.png(8, 8, after=[(b"iCCP", b"p\0")]),
+    "oversized-trns": lambda: hostile.png(
+        8, 8, color_type=3, before=[(b"PLTE", hostile.palette(4)), (b"tRNS", b"\0" * 300)]
+    ),
+    "trns-past-256-entries": lambda: hostile.png(
+        8, 8, color_type=3, before=[(b"PLTE", hostile.palette(256)), (b"tRNS", b"\0" * 257)]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PNG_CRASHES))
+def test_pngs_that_make_pillow_raise_odd_errors_are_422(strict, name: str) -> None:
+    assert status_of(invoke({"image": b64(PNG_CRASHES[name]())})) == (422, "corrupt_image")
+
+
+def test_a_batch_of_names_that_never_resolve_cannot_deny_the_next_request(
+    strict, public, dns, monkeypatch
+) -> None:
+    from lambda_function.fetch import dns as fetch_dns
+
+    release = threading.Event()
+    hung: list[str] = []
+    answer_fake = fetch_dns.resolve
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host.startswith("hang-"):
+            hung.append(host)
+            release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "timed out")
+        return answer_fake(host, port)
+
+    monkeypatch.setattr(fetch_dns, "resolve", resolve)
+    dns["shop.test"] = ["127.0.0.1"]
+    strict(FETCH_TIMEOUT=1)
+    try:
+        batch = invoke({"urls": [f"http://hang-{i}.test/a.jpg" for i in range(8)]})
+        assert {item["status"] for item in batch["results"]} == {504}
+        assert len(hung) == fetch_dns.LOOKUPS_PER_REQUEST  # the rest waited their turn
+        answer = invoke({"url": f"http://shop.test:{public.port}/a.jpg"})
+        assert status_of(answer)[0] == 200
+    finally:
+        release.set()
+
+
+def test_a_temporary_dns_failure_is_a_retryable_504_unlike_a_missing_name(
+    strict, dns, monkeypatch
+) -> None:
+    from lambda_function.fetch import dns as fetch_dns
+
+    def resolve(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(fetch_dns, "resolve", resolve)
+    assert status_of(invoke({"url": "http://flaky-dns.test/a.jpg"})) == (504, "upstream_timeout")
+    monkeypatch.undo()
+    strict()
+    missing = invoke({"url": "http://nowhere.test/a.jpg"})
+    assert status_of(missing) == (400, "url_not_allowed")
+
+
+@pytest.mark.parametrize("keys", [30, 100_000])
+def test_error_messages_stay_bounded_whatever_the_body(strict, keys: int) -> None:
+    body = "{" + ", ".join(f'"k{i}\\u00e9\\n": {i}' for i in range(keys)) + "}"
+    response = invoke(_api(body))
+    assert response["statusCode"] == 400
+    message = body_of(response)["error"]["message"]
+    assert len(message) <= 1024 and len(response["body"]) < 2048
+    assert f"{keys - 5:,} more" in message
+
+
+def test_no_service_error_message_exceeds_the_bound() -> None:
+    from lambda_function.errors import MAX_MESSAGE_CHARS, BadRequestError
+
+    assert len(BadRequestError("x" * MAX_MESSAGE_CHARS).message) == MAX_MESSAGE_CHARS
+    long = BadRequestError("x" * (MAX_MESSAGE_CHARS + 1)).message
+    assert len(long) == MAX_MESSAGE_CHARS and long.endswith("more characters)")
+
+
+@pytest.mark.parametrize(("interim", "status"), [(1, 103), (3, 103), (1, 100), (2, 102)])
+def test_interim_responses_before_the_image_are_skipped(
+    strict, public, interim: int, status: int
+) -> None:
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(JPEG) + JPEG
+    public.routes["/x"] = lambda h: h.wfile.write(hostile.interim_then(final, interim, status))
+    assert status_of(invoke({"url": public.url("/x")}))[0] == 200
+
+
+def test_endless_interim_responses_are_a_bad_response(strict, public) -> None:
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(JPEG) + JPEG
+    public.routes["/x"] = lambda h: h.wfile.write(hostile.interim_then(final, 9))
+    assert status_of(invoke({"url": public.url("/x")})) == (422, "bad_response")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fec0::1", "fec0:ffff::1", "192.0.0.8", "192.0.0.9", "192.0.0.10", "192.0.0.170",
+        "192.0.0.200", "192.31.196.1", "192.52.193.1", "192.88.99.1", "192.175.48.1",
+        "2001:1::1", "2001:2::1", "2001:db8::1", "3fff::1", "2620:4f:8000::1", "100::1",
+        "5f00::1", "::2", "4000::1", "::ffff:192.0.0.8", "2002:c000:0008::1",
+    ],
+)  # fmt: skip
+def test_special_purpose_ranges_are_refused_on_every_python(address: str) -> None:
+    assert not addresses.is_public(ipaddress.ip_address(address))
+
+
+def test_the_address_rules_do_not_ask_ipaddress_what_is_global(monkeypatch) -> None:
+    def asked(self: object) -> bool:
+        raise AssertionError("is_global/is_private consulted")
+
+    for cls in (ipaddress.IPv4Address, ipaddress.IPv6Address):
+        for name in ("is_global", "is_private", "is_reserved", "is_multicast"):
+            monkeypatch.setattr(cls, name, property(asked))
+    assert addresses.is_public(ipaddress.ip_address("8.8.8.8"))
+    assert not addresses.is_public(ipaddress.ip_address("10.0.0.1"))
+    assert addresses.is_public(ipaddress.ip_address("2606:4700::1111"))
+
+
+def test_every_installed_python_gives_the_same_answers() -> None:
+    """The table is pure ``ipaddress`` membership: load it alone under 3.11, 3.12 and 3.13."""
+    import shutil
+    import subprocess
+    import sys
+
+    module = Path(addresses.__file__)
+    probe = [
+        "0.0.0.1", "8.8.8.8", "192.0.0.8", "192.0.0.200", "100.64.1.1", "fec0::1", "fe80::1",
+        "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::a9fe:a9fe", "2002:808:808::1",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe", "fd00::1", "ff02::1", "::", "2001:4860::8888",
+    ]  # fmt: skip
+    script = (
+        "import importlib.util, ipaddress, sys\n"
+        f"spec = importlib.util.spec_from_file_location('addresses', {str(module)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "print([m.is_public(ipaddress.ip_address(a)) for a in sys.argv[1:]])\n"
+    )
+    candidates = [shutil.which(name) for name in ("python3.11", "python3.12", "python3.13")]
+    candidates += [str(path) for path in Path.home().glob(".pyenv/versions/3.1[123]*/bin/python")]
+    interpreters = {sys.executable} | {
+        path
+        for path in candidates
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0
+    }
+    answers = {
+        python: subprocess.run(
+            [python, "-c", script, *probe], capture_output=True, text=True, check=True
+        ).stdout
+        for python in interpreters
+    }
+    assert len(set(answers.values())) == 1, answers
+    assert len(answers) >= 2 or sys.version_info[:2] == (3, 12)
+
+
+def test_s3_errors_answer_without_buckets_sizes_or_s3_codes(strict, monkeypatch, caplog) -> None:
+    from botocore.exceptions import ClientError
+
+    from lambda_function.fetch import s3
+
+    class Denied:
+        def head_object(self, **kwargs: Any) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": "AccessDenied"}}, "HeadObject")
+
+    class Huge:
+        def head_object(self, **kwargs: Any) -> dict[str, Any]:
+            return {"ContentLength": 987_654_321}
+
+    strict(S3_ALLOWED_BUCKETS="secret-bucket-name")
+    for client, expected in [(Denied(), (422, "s3_error")), (Huge(), (413, "image_too_large"))]:
+        monkeypatch.setattr(s3, "s3_client", lambda *args, c=client: c)
+        answer = invoke({"url": "s3://secret-bucket-name/private/key.jpg"})
+        assert status_of(answer) == expected
+        message = answer["error"]["message"]
+        for secret in ("secret-bucket-name", "AccessDenied", "987", "private/key"):
+            assert secret not in message
+    assert "AccessDenied" in caplog.text and "987,654,321" in caplog.text
+
+
+def test_library_messages_stay_in_the_log(strict, public, caplog) -> None:
+    public.routes["/bad"] = lambda h: h.wfile.write(b"HTTP/1.1 2OO OK\r\n\r\n")
+    public.routes["/pix"] = send(_truncated(images.encode(NOISE, "PNG")), content_type="image/png")
+    bad = invoke({"url": public.url("/bad")})
+    assert status_of(bad) == (422, "bad_response")
+    assert "BadStatusLine" not in bad["error"]["message"] and "BadStatusLine" in caplog.text
+    corrupt = invoke({"url": public.url("/pix")})
+    assert status_of(corrupt) == (422, "corrupt_image")
+    assert corrupt["error"]["message"].endswith("failed.")

@@ -72,3 +72,28 @@ def interim_then(final: bytes, interim: int = 1, status: int = 103) -> bytes:
     """A raw HTTP exchange: ``interim`` 1xx responses, then ``final`` (a full response)."""
     hint = f"HTTP/1.1 {status} Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n".encode()
     return hint * interim + final
+
+
+ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def interlaced_png(width: int, height: int, seed: int = 0) -> bytes:
+    """An Adam7-interlaced RGB PNG of random pixels (Pillow writes no interlaced PNGs)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = bytearray()
+    for x0, y0, dx, dy in ADAM7:
+        pass_width, pass_height = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if pass_width > 0 and pass_height > 0:
+            for _ in range(pass_height):
+                rows += b"\0" + rng.randbytes(pass_width * 3)
+    return png(width, height, interlace=1, rows=bytes(rows))

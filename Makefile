@@ -47,7 +47,7 @@ EXTRA_TESTS ?=
 .PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
 	check setup setup-deploy lock data clean FORCE \
 	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes \
-	backfill bench-backfill
+	backfill bench-backfill bench-memory mutation
 
 help: ## list the targets
 	@echo "Python for $(VENV): $(or $(PYTHON),none found: set PYTHON=...)"
@@ -127,6 +127,15 @@ bench-backfill: | setup data ## photos/s per vCPU on the backfill path, 1 vs N p
 # e.g. make backfill URI=s3://my-shop-catalogue/catalogue/ STACK=fashion-classifier BACKFILL_ARGS=--dry-run
 backfill: | setup ## classify every photo under URI with the deployed STACK's backfill (docs/upload.md)
 	$(BIN)/python -m lambda_function.backfill $(URI) $(if $(STACK),--stack $(STACK)) $(BACKFILL_ARGS)
+
+bench-memory: | setup ## peak memory per worst image and per batch at MemorySize 1024 (docs/results/)
+	$(BIN)/python -m bench.memory
+
+# Not in CI: CPU-heavy. A seeded sample of mutants, at most 14 minutes a run (run it again
+# to go on); the score is in docs/security.md.
+MUTANTS ?= 150
+mutation: | setup ## mutation testing of lambda_function/ (mutmut, MUTANTS=150 sampled)
+	$(BIN)/python scripts/mutation.py --sample $(MUTANTS)
 
 setup: $(VENV)/.installed ## the venv: the locked dev set (requirements/dev.txt) + the project
 

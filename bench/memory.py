@@ -17,21 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.results import RESULTS, SCRATCH, publish
+
 SIZE = (7300, 5470)  # 39.9 MP: just under the 40 MP cap
 CASES = ("16-bit grey PNG", "CMYK JPEG", "palette PNG, transparent", "RGBA PNG",
          "progressive 4:4:4 JPEG", "baseline 4:4:4 JPEG")  # fmt: skip
-SCRATCH = Path("artifacts/bench/memory")
-RESULTS = Path("docs/results")
 
 
 def build_inputs(directory: Path) -> dict[str, Path]:
@@ -147,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    inputs = build_inputs(SCRATCH)
+    inputs = build_inputs(SCRATCH / "memory")
     rows = []
     for name in CASES:
         figures = measure([inputs[name]], args.model, args.memory_mb)
@@ -159,25 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"input": f"batch of {args.batch} x progressive 4:4:4 JPEG 40 MP",
                  "bytes": worst.stat().st_size * args.batch, **figures})  # fmt: skip
     print("batch", figures, flush=True)
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    (SCRATCH / "memory.json").write_text(json.dumps(rows, indent=2))
-    path = publish(rows, args)
+    (SCRATCH / "memory" / "memory.json").write_text(json.dumps(rows, indent=2))
+    path = publish("memory", "Peak memory per image and per batch", table(rows, args), args.results)
     print(f"wrote {path}")
     return 0
 
 
-def publish(rows: list[dict[str, object]], args: argparse.Namespace) -> Path:
-    when = datetime.now(UTC)
+def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    """The markdown the results file carries under its header."""
     lines = [
-        f"# Peak memory per image and per batch, {when:%Y-%m-%d}",
-        "",
-        f"- Date: {when:%Y-%m-%d %H:%M} UTC",
-        f"- Command: `{shlex.join(['python', *sys.orig_argv[1:]])}`",
-        f"- Machine: {os.cpu_count()} CPU cores, {platform.system()}, "
-        f"Python {platform.python_version()}",
-        f"- Model: `{args.model}`; `AWS_LAMBDA_FUNCTION_MEMORY_SIZE={args.memory_mb}` "
-        "(the smallest MemorySize template.yaml allows), so the decode gate is sized as there",
-        "",
+        f"Model: `{args.model}`; `AWS_LAMBDA_FUNCTION_MEMORY_SIZE={args.memory_mb}` (the",
+        "smallest MemorySize template.yaml allows), so the decode gate is sized as there.",
         "Peak is the process's peak resident memory (VmHWM) from the start of the request,",
         "after the model loaded and warmed up (base). Times are this machine's, not Lambda's.",
         "",
@@ -188,15 +177,13 @@ def publish(rows: list[dict[str, object]], args: argparse.Namespace) -> Path:
     for row in rows:
         base, peak = float(row["base_mb"]), float(row["peak_mb"])  # type: ignore[arg-type]
         statuses = sorted(set(row["statuses"]))  # type: ignore[call-overload]
+        seconds = float(row["seconds"])  # type: ignore[arg-type]
         lines.append(
             f"| {row['input']} | {row['bytes']:,} | {', '.join(map(str, statuses))} "
             f"| {row['decode_slots']} | {base:.0f} | {peak:.0f} | {peak - base:.0f} "
-            f"| {args.memory_mb - peak:.0f} | {float(row['seconds']):.2f} |"  # type: ignore[arg-type]
+            f"| {args.memory_mb - peak:.0f} | {seconds:.2f} |"
         )
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"memory-{when:%Y-%m-%d}.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def final_response(response: http.client.HTTPResponse) -> http.client.HTTPRespon
     for _ in range(MAX_INTERIM_RESPONSES):
         if not 100 <= response.status < 200 or response.status == 101:
             return response
-        rest, response.fp = response.fp, None  # handed over: closing the 1xx keeps it open
+        rest = response.fp
+        response.fp = None  # type: ignore[assignment]  # handed over: closing the 1xx keeps it
         response = http.client.HTTPResponse(_Rest(rest), method="GET")  # type: ignore[arg-type]
         response.begin()
     raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} interim responses")

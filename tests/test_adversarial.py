@@ -873,3 +873,40 @@ def test_library_messages_stay_in_the_log(strict, public, caplog) -> None:
     corrupt = invoke({"url": public.url("/pix")})
     assert status_of(corrupt) == (422, "corrupt_image")
     assert corrupt["error"]["message"].endswith("failed.")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("image/jpeg", 200), ("image/png", 200), ("image/webp", 200), ("IMAGE/JPEG", 200),
+        ("image/jpeg; charset=binary", 200), ("application/octet-stream", 200),
+        ("application/json", 400), ("text/plain", 400), ("application/vnd.shop+json", 400),
+        ("multipart/form-data", 415), ("application/xml", 415), ("text/html", 415),
+    ],
+)  # fmt: skip
+def test_uploads_are_taken_by_content_type(strict, content_type: str, expected: int) -> None:
+    """Raw bytes for image/* and octet-stream; JSON for JSON-ish types; 415 for the rest."""
+    event = _api(b64(JPEG), content_type, isBase64Encoded=True)
+    assert invoke(event)["statusCode"] == expected
+
+
+@pytest.mark.parametrize(("urls", "expected"), [(8, 200), (9, 400), (0, 400)])
+def test_the_batch_limit_admits_exactly_max_batch(strict, dns, urls: int, expected: int) -> None:
+    answer = invoke({"urls": [f"http://n{i}.test/a.jpg" for i in range(urls)]})
+    assert (answer.get("status", 200), len(answer.get("results", []))) == (
+        expected,
+        urls if expected == 200 else 0,
+    )
+
+
+def test_an_unforeseen_error_is_logged_with_its_traceback(strict, monkeypatch, caplog) -> None:
+    from lambda_function.model import Classifier
+
+    def broken(self: Classifier, batch: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    invoke({"image": b64(JPEG)})  # the service is built
+    monkeypatch.setattr(Classifier, "predict", broken)
+    assert status_of(invoke({"image": b64(JPEG)})) == (500, "internal_error")
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info[0] is RuntimeError and "secret internals" in caplog.text

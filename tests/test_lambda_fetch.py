@@ -524,3 +524,84 @@ def test_lookups_left_hanging_are_bounded_and_their_threads_end_when_dns_answers
         assert time.monotonic() < deadline, "the hung lookups' slots were never freed"
         time.sleep(0.01)
     assert refused("http://after.test/", fast_dns).status == 400
+
+
+def test_a_url_of_exactly_the_length_limit_is_looked_up_and_one_more_is_not() -> None:
+    from lambda_function.fetch.url import MAX_URL_LENGTH
+
+    looked_up: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        return ["10.0.0.1"]
+
+    base = "http://long.test/"
+    longest = base + "a" * (MAX_URL_LENGTH - len(base))
+    assert refused(longest, policy(resolver=resolver)).code == "url_not_allowed"
+    assert refused(longest + "a", policy(resolver=resolver)).code == "invalid_url"
+    assert looked_up == ["long.test"]
+
+
+@pytest.mark.parametrize(("url", "port"), [("http://a.test/x", 80), ("https://a.test/x", 443)])
+def test_a_url_without_a_port_uses_its_schemes_default(url: str, port: int) -> None:
+    asked: list[int] = []
+
+    def resolver(host: str, port_: int) -> list[str]:
+        asked.append(port_)
+        return ["10.0.0.1"]
+
+    refused(url, policy(allow_loopback=False, resolver=resolver))
+    assert asked == [port]
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_the_byte_cap_admits_exactly_its_value(extra: int) -> None:
+    body = JPEG + b"\0" * (1000 - len(JPEG) + extra)
+    for route in (send(body), send(body, Content_Length="")):
+        with serving({"/a.jpg": route}) as server:
+            if extra:
+                assert refused(server.url("/a.jpg"), policy(max_bytes=1000)).status == 413
+            else:
+                assert fetch(server.url("/a.jpg"), policy(max_bytes=1000), soon()) == body
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 2OO OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
+        b"SSH-2.0-OpenSSH\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+    ],
+    ids=["bad-status", "bad-chunk", "two-lengths", "not-http", "too-many-headers"],
+)
+def test_malformed_upstream_responses_are_bad_responses(raw: bytes) -> None:
+    with serving({"/x": lambda h: h.wfile.write(raw)}) as server:
+        error = refused(server.url("/x"), policy())
+    assert (error.status, error.code) == (422, "bad_response")
+    assert "Traceback" not in error.message and len(error.message) < 200
+
+
+def test_retries_without_retry_after_wait_a_full_jitter_of_the_doubling_backoff(
+    monkeypatch,
+) -> None:
+    from lambda_function.fetch import http as fetch_http
+
+    bounds: list[float] = []
+    slept: list[float] = []
+    monkeypatch.setattr(fetch_http.random, "uniform", lambda low, high: bounds.append(high) or high)
+    monkeypatch.setattr(fetch_http.time, "sleep", slept.append)
+    with serving({"/x": send(b"busy", status=503)}) as server:
+        refused(server.url("/x"), policy(retries=2, backoff_s=0.2), soon(10))
+    assert bounds == pytest.approx([0.2, 0.4, 0.8]) and slept == pytest.approx([0.2, 0.4])
+
+
+def test_a_retry_after_longer_than_the_jitter_is_waited_in_full(monkeypatch) -> None:
+    from lambda_function.fetch import http as fetch_http
+
+    slept: list[float] = []
+    monkeypatch.setattr(fetch_http.time, "sleep", slept.append)
+    with serving({"/x": send(b"busy", status=429, Retry_After="2")}) as server:
+        refused(server.url("/x"), policy(retries=1, backoff_s=0.01), soon(10))
+    assert slept == [2.0]

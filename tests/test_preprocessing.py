@@ -142,3 +142,31 @@ def test_errors_carry_a_code_for_the_service() -> None:
     assert codes == {
         "empty_image", "unsupported_image", "image_too_large", "corrupt_image", "upstream_timeout"
     }  # fmt: skip
+
+
+def test_the_pixel_cap_admits_exactly_its_value_and_refuses_one_more() -> None:
+    ok = encode(Image.new("L", (10, 10), 7), "PNG")
+    over = encode(Image.new("L", (101, 1), 7), "PNG")
+    assert pp.preprocess(ok, 8, max_pixels=100).shape == (1, 8, 8, 3)
+    with pytest.raises(pp.ImageTooLargeError, match="at most 100 pixels"):
+        pp.preprocess(over, 8, max_pixels=100)
+
+
+@pytest.mark.parametrize("size", [1, 2048])
+def test_the_target_size_limits_are_inclusive(size: int) -> None:
+    assert pp.load_pixels(encode(Image.new("RGB", (3, 2)), "PNG"), size).shape == (size, size, 3)
+
+
+def test_an_image_already_at_the_input_size_is_not_resampled() -> None:
+    image = noise("RGB", size=(32, 32))
+    assert pp.resize(image, 32) is image
+    x = pp.preprocess(encode(image, "PNG"), 32)
+    np.testing.assert_array_equal(x[0], pp.scale(np.asarray(image)))
+
+
+def test_sixteen_bit_values_map_to_the_rounded_eight_bit_tone() -> None:
+    values = np.array([[0, 128, 129, 257, 32767, 32768, 65407, 65535]], dtype=np.uint16)
+    eight = np.asarray(pp.to_rgb(Image.fromarray(values)))[..., 0]
+    np.testing.assert_array_equal(eight[0], np.rint(values[0] / 65535 * 255).astype(np.uint8))
+    wide = Image.fromarray(np.array([[-5, 70000]], dtype=np.int32), mode="I")
+    assert np.asarray(pp.to_rgb(wide))[0, :, 0].tolist() == [0, 255]  # clipped, then scaled

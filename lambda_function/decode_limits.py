@@ -48,8 +48,9 @@ PEAK_BYTES_PER_PIXEL = 10
 its coefficients (6 B/px) and the RGBX output (4 B/px); measured 385 MB at 40 MP."""
 
 BASE_PROCESS_MB = 400
-"""Resident memory of a warm function before any decode: Python, onnxruntime, the int8 model
-and its arena for a full batch (bench/memory.py measures it)."""
+"""Memory kept for everything but decoding: the warm process with the int8 model after a
+batch of 8 (measured 201 MB; bench/memory.py), the fetched bytes of the 4 fetch workers
+(up to 40 MB) and Lambda's runtime, with margin."""
 
 LAMBDA_MB_PER_VCPU = 1769
 _JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

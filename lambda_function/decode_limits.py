@@ -21,8 +21,6 @@ has (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) and the worst peak one decode can reac
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -160,24 +158,7 @@ class DecodeGate:
         try:
             yield
         finally:
-            release_freed_memory()
             self._semaphore.release()
-
-
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
-    library = ctypes.CDLL(name) if name else None
-    return getattr(library, "malloc_trim", None)
-
-
-_trim = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand a finished decode's freed memory back to the system (glibc keeps it in the
-    decoding thread's arena otherwise, so a batch's threads would each hold a decode's worth)."""
-    if _trim is not None:
-        _trim(0)
 
 
 _gates: dict[int, DecodeGate] = {}

@@ -17,7 +17,7 @@ import numpy as np
 from lambda_function.config import Config
 from lambda_function.errors import ServiceError, to_service_error
 from lambda_function.events import Item, Request
-from lambda_function.fetch import FetchPolicy, fetch
+from lambda_function.fetch import FetchPolicy, LookupShare, fetch
 from lambda_function.model import Classifier, download_model
 from lambda_function.preprocessing import prepare
 
@@ -94,23 +94,28 @@ class Service:
         return Answer(items, payload={"results": results}, inference_ms=inference_ms)
 
     def _items(self, items: tuple[Item, ...], deadline: float) -> tuple[ItemResult, ...]:
+        lookups = LookupShare()  # one request cannot hold every pending name lookup
         if len(items) == 1:
-            return (self._item(items[0], deadline),)
+            return (self._item(items[0], deadline, lookups),)
         with ThreadPoolExecutor(max_workers=min(len(items), FETCH_WORKERS)) as pool:
-            return tuple(pool.map(lambda item: self._item(item, deadline), items))
+            return tuple(pool.map(lambda item: self._item(item, deadline, lookups), items))
 
-    def _item(self, item: Item, deadline: float) -> ItemResult:
+    def _item(self, item: Item, deadline: float, lookups: LookupShare) -> ItemResult:
         """One image fetched (or taken from the request) and prepared, or the error it met."""
         data, fetch_ms = item.data or b"", 0.0
         started = time.monotonic()
         try:
             # Both are already within the byte cap: the fetcher and the event parser check it.
             if item.url:
-                data = fetch(item.url, self.policy, deadline)
+                data = fetch(item.url, self.policy, deadline, lookups)
                 fetch_ms = _elapsed_ms(started)
             decoding = time.monotonic()
             size = self.classifier.metadata.image_size
-            x, (width, height) = prepare(data, size, max_pixels=self.config.max_pixels)
+            # Decoding ends by half the reserve after the fetch deadline; the rest is inference's.
+            decode_by = deadline + self.config.reserve_s / 2
+            x, (width, height) = prepare(
+                data, size, max_pixels=self.config.max_pixels, deadline=decode_by
+            )
             return ItemResult(x, None, len(data), width, height, fetch_ms, _elapsed_ms(decoding))
         except Exception as exc:  # noqa: BLE001 - each item fails on its own; mapped here
             if item.url and not fetch_ms:

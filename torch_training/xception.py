@@ -18,8 +18,8 @@ the 3x3 stride-1 separable convolutions are "same", padding 1.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default; torch's is 1e-5
 BN_MOMENTUM = 0.01  # Keras momentum 0.99, in torch's convention
@@ -44,8 +44,8 @@ class SameMaxPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = same_pool_padding(int(x.shape[-2]))
         left, right = same_pool_padding(int(x.shape[-1]))
-        x = F.pad(x, (left, right, top, bottom), mode="replicate")
-        return F.max_pool2d(x, kernel_size=3, stride=2)
+        x = functional.pad(x, (left, right, top, bottom), mode="replicate")
+        return functional.max_pool2d(x, kernel_size=3, stride=2)
 
 
 class SeparableConv(nn.Module):
@@ -76,9 +76,9 @@ class StridedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.shortcut_bn(self.shortcut(x))
-        y = F.relu(x) if self.first_relu else x
+        y = functional.relu(x) if self.first_relu else x
         y = self.bn1(self.sepconv1(y))
-        y = self.bn2(self.sepconv2(F.relu(y)))
+        y = self.bn2(self.sepconv2(functional.relu(y)))
         return self.pool(y) + residual
 
     def keras_order(self) -> list[nn.Module]:
@@ -97,7 +97,7 @@ class MiddleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         for conv, bn in zip(self.convs, self.bns, strict=True):
-            y = bn(conv(F.relu(y)))
+            y = bn(conv(functional.relu(y)))
         return y + x
 
     def keras_order(self) -> list[nn.Module]:
@@ -124,16 +124,16 @@ class Xception(nn.Module):
 
     def entry_flow(self, x: torch.Tensor) -> torch.Tensor:
         """Input to the output of block 12 (where fine-tuning from block 13 starts)."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = functional.relu(self.bn1(self.conv1(x)))
+        x = functional.relu(self.bn2(self.conv2(x)))
         x = self.block4(self.block3(self.block2(x)))
         return self.middle(x)
 
     def exit_flow(self, x: torch.Tensor) -> torch.Tensor:
         """Block 12's output to the final feature map (blocks 13 and 14)."""
         x = self.block13(x)
-        x = F.relu(self.bn14a(self.sepconv14a(x)))
-        return F.relu(self.bn14b(self.sepconv14b(x)))
+        x = functional.relu(self.bn14a(self.sepconv14a(x)))
+        return functional.relu(self.bn14b(self.sepconv14b(x)))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pooling of the feature map: the (N, 2048) features."""

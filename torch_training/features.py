@@ -1,0 +1,99 @@
+"""The fast path's input: pooled base features (or block-12 maps), computed once, cached.
+
+A frozen base gives an image the same features every epoch, so they are computed once
+per (image size, base weights, data) and the top trains on them in well under a second
+an epoch. On the CPU the base runs in ``channels_last`` memory format (~1.5x faster
+than NCHW here). The cache is written in shards of :data:`SHARD` images, so a long
+extraction can be stopped and resumed (``timeout 840 python -m torch_training features``
+in pieces, under the shared lock): finished shards are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lambda_function.preprocessing import scale
+from torch_training.xception import Xception
+
+SHARD = 256
+BATCH = 32
+
+Extractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def pooled(base: Xception) -> Extractor:
+    """Scaled NCHW pixels to (N, 2048) pooled features."""
+    return base.pooled
+
+
+def block12(base: Xception) -> Extractor:
+    """Scaled NCHW pixels to block 12's (N, 728, h, w) map: fine-tuning's frozen part."""
+    return base.entry_flow
+
+
+def extract(
+    fn: Extractor,
+    pixels: np.ndarray,
+    device: torch.device,
+    *,
+    batch_size: int = BATCH,
+    desc: str = "features",
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """``fn`` on uint8 NHWC ``pixels`` (scaled here, as serving does), with a progress bar."""
+    chunks = []
+    channels_last = device.type == "cpu"
+    with torch.inference_mode(), tqdm(total=len(pixels), desc=desc, unit="img") as bar:
+        for start in range(0, len(pixels), batch_size):
+            x = torch.from_numpy(scale(pixels[start : start + batch_size])).permute(0, 3, 1, 2)
+            x = x.to(device, memory_format=torch.channels_last if channels_last else None)
+            chunks.append(fn(x).float().cpu().numpy().astype(dtype))
+            bar.update(len(x))
+    return np.concatenate(chunks)
+
+
+def cached(
+    fn: Extractor,
+    pixels: Callable[[], np.ndarray],
+    count: int,
+    folder: Path | None,
+    device: torch.device,
+    *,
+    desc: str = "features",
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """:func:`extract`, shard by shard from ``folder`` when computed before, else written.
+
+    ``pixels`` is called only if some shard is missing.
+    """
+    if folder is None:
+        return extract(fn, pixels(), device, desc=desc, dtype=dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    shards, loaded = [], None
+    for index, start in enumerate(range(0, count, SHARD)):
+        stop = min(start + SHARD, count)
+        path = folder / f"{index:04d}-{start}-{stop}.npy"
+        if not path.is_file():
+            loaded = pixels() if loaded is None else loaded
+            part = extract(
+                fn, loaded[start:stop], device, desc=f"{desc} {start}-{stop}/{count}", dtype=dtype
+            )
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, part)
+            tmp.replace(path)
+        shards.append(np.load(path))
+    return np.concatenate(shards)
+
+
+def cache_folder(
+    cache_dir: Path | None, kind: str, image_size: int, weights_fp: str, data_fp: str, split: str
+) -> Path | None:
+    """Where one split's cached ``kind`` (``pooled``/``block12``) lives."""
+    if cache_dir is None:
+        return None
+    return Path(cache_dir) / f"torch-{kind}-{image_size}-{weights_fp[:16]}-{data_fp[:16]}" / split

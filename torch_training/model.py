@@ -1,0 +1,83 @@
+"""The transfer model: the frozen ImageNet base, global average pooling, a small dense top.
+
+The top mirrors Keras' (``training.model``): ``Linear(2048, inner) -> ReLU -> Dropout``
+(left out when ``size_inner`` is 0), then ``Linear(inner, n_classes)`` giving logits.
+:class:`Classifier` keeps the base's BatchNorm layers in eval mode even in
+``model.train()``, as Keras runs a frozen base with ``training=False``: batch statistics
+would otherwise replace the ImageNet running statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torch_training.xception import N_FEATURES, Xception
+
+
+def make_head(size_inner: int = 100, droprate: float = 0.2, n_classes: int = 10) -> nn.Sequential:
+    """Pooled features in, logits out."""
+    if size_inner < 0:
+        raise ValueError(f"Expected size_inner >= 0 (0: no inner layer). Received: {size_inner}")
+    if not 0 <= droprate < 1:
+        raise ValueError(f"Expected 0 <= droprate < 1. Received: droprate={droprate}")
+    if n_classes < 2:
+        raise ValueError(f"Expected at least 2 classes. Received: n_classes={n_classes}")
+    if not size_inner:
+        return nn.Sequential(nn.Linear(N_FEATURES, n_classes))
+    return nn.Sequential(
+        nn.Linear(N_FEATURES, size_inner),
+        nn.ReLU(),
+        nn.Dropout(droprate),
+        nn.Linear(size_inner, n_classes),
+    )
+
+
+class Classifier(nn.Module):
+    """NCHW scaled pixels to logits: ``head(mean(base(x)))``.
+
+    ``trainable_from``: ``""`` freezes the whole base; ``"block13"`` or ``"block14"``
+    lets that block and the ones above it train (their BatchNorm statistics stay frozen,
+    as Keras' do under ``training=False``).
+    """
+
+    def __init__(self, base: Xception, head: nn.Sequential, trainable_from: str = "") -> None:
+        super().__init__()
+        self.base, self.head = base, head
+        self.base.requires_grad_(False)
+        for module in trainable_modules(base, trainable_from):
+            module.requires_grad_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.base.pooled(x))
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        self.base.eval()  # never batch statistics in the base, frozen or fine-tuned
+        return self
+
+
+def trainable_modules(base: Xception, trainable_from: str) -> list[nn.Module]:
+    """The parts of ``base`` that fine-tuning from ``trainable_from`` trains."""
+    top = [base.sepconv14a, base.bn14a, base.sepconv14b, base.bn14b]
+    choices = {"": [], "block14": top, "block13": [base.block13, *top]}
+    if trainable_from not in choices:
+        raise ValueError(
+            f"Expected fine-tuning from '', 'block13' or 'block14'. Received: {trainable_from!r}"
+        )
+    return choices[trainable_from]
+
+
+class ServedModel(nn.Module):
+    """What is exported: the served input (NHWC float32 in [-1, 1]) to logits."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x.permute(0, 3, 1, 2))
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

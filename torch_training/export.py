@@ -42,6 +42,7 @@ from lambda_function.model_metadata import ModelMetadata
 from torch_training.model import Classifier, ServedModel
 
 SERVE_NAME = "serve.onnx"
+_FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
 
 
 class ExportError(Exception):
@@ -53,7 +54,12 @@ def to_onnx(model: Classifier, image_size: int, path: Path, opset: int = OPSET) 
     served = ServedModel(model).eval()
     dummy = torch.zeros(1, image_size, image_size, 3)
     with warnings.catch_warnings():
+        # The legacy exporter is deprecated; the pools' padding comes from the static
+        # spatial size (fixed by the contract), which the tracer warns about.
         warnings.filterwarnings("ignore", "You are using the legacy", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         torch.onnx.export(
             served,
             (dummy,),
@@ -94,6 +100,20 @@ def write_model(model: Classifier, meta: ModelMetadata, path: Path, opset: int =
     onnx.save(proto, str(path))
 
 
+def nonfinite_constants(proto) -> list[str]:
+    """Names of initializers and constants holding inf or NaN (they wreck int8 ranges)."""
+    from onnx import numpy_helper
+
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    for node in proto.graph.node:
+        tensors += [(node.output[0], a.t) for a in node.attribute if a.HasField("t")]
+    return [
+        name
+        for name, tensor in tensors
+        if tensor.data_type in _FLOAT_TYPES and not np.isfinite(numpy_helper.to_array(tensor)).all()
+    ]
+
+
 def verify(
     path: Path,
     model: Classifier,
@@ -102,6 +122,14 @@ def verify(
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
     """onnxruntime vs PyTorch on ``photos``: in batches, and one photo at a time."""
+    import onnx
+
+    infinite = nonfinite_constants(onnx.load(str(path)))
+    if infinite:
+        raise ExportError(
+            f"{path}: expected finite constants (int8 calibration needs them). "
+            f"Received inf/NaN in: {', '.join(infinite)}"
+        )
     session = open_session(path)
     meta = session_metadata(session)
     _check_signature(session, meta, path)

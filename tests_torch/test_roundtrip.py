@@ -1,0 +1,122 @@
+"""Tiny data, the real pipeline: train -> checkpoint -> manifest -> ONNX -> the Lambda handler."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from lambda_function import handler
+from lambda_function.preprocessing import preprocess
+from tests.lambda_testing import FakeContext, assert_prediction
+from tests_torch.conftest import REPO, TINY_CLASSES, TINY_SIZE
+from torch_training import manifest
+from torch_training.export import torch_logits
+from torch_training.train import load_checkpoint
+
+KERAS_RUN_KEYS = {  # training/manifest.py's run_entry
+    "name", "config", "labels", "best_checkpoint", "best_epoch", "best_val_accuracy", "history",
+    "fingerprint", "train_seconds", "trainable_params", "created_at", "versions", "test",
+}  # fmt: skip
+
+
+def test_the_manifest_has_the_keras_runs_shape(tiny_trained) -> None:
+    record = json.loads((tiny_trained / "manifest.json").read_text())
+    assert record["framework"] == "pytorch"
+    run = manifest.find(tiny_trained)
+    assert set(run) == KERAS_RUN_KEYS
+    assert run["labels"] == list(TINY_CLASSES)
+    assert set(run["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(run["history"]["val_accuracy"]) == 3
+    best = int(np.argmax(run["history"]["val_accuracy"])) + 1  # the first best epoch
+    assert run["best_epoch"] == best
+    assert run["best_val_accuracy"] == run["history"]["val_accuracy"][best - 1]
+    assert (tiny_trained / run["best_checkpoint"]).is_file()
+    assert run["best_checkpoint"].endswith(f"_{best:02d}_{run['best_val_accuracy']:.3f}.pt")
+    assert run["trainable_params"] == 2048 * 16 + 16 + 16 * 3 + 3
+    assert 0.0 <= run["test"]["accuracy"] <= 1.0 and run["test"]["n_images"] == 12
+
+
+def test_the_checkpoint_reloads_to_the_recorded_accuracy(tiny_trained, tiny_data) -> None:
+    run = manifest.find(tiny_trained)
+    model, saved = load_checkpoint(tiny_trained / run["best_checkpoint"])
+    assert saved["labels"] == list(TINY_CLASSES) and saved["image_size"] == TINY_SIZE
+    photos = sorted((tiny_data / "validation").glob("*/*.jpg"))
+    x = np.concatenate([preprocess(p.read_bytes(), TINY_SIZE) for p in photos])
+    predicted = torch_logits(model, x).argmax(axis=1)
+    truth = np.array([TINY_CLASSES.index(p.parent.name) for p in photos])
+    assert float((predicted == truth).mean()) == pytest.approx(run["best_val_accuracy"])
+
+
+def test_the_export_carries_the_contract_and_passed_verification(tiny_export) -> None:
+    proto = onnx.load(str(tiny_export))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["schema"] == "fashion-classifier/1"
+    assert (props["layout"], props["preprocessing"], props["resize"], props["output"]) == (
+        "NHWC", "xception", "nearest", "logits"
+    )  # fmt: skip
+    assert json.loads(props["labels"]) == list(TINY_CLASSES)
+    versions = json.loads(props["versions"])
+    assert versions["framework"] == "pytorch" and versions["opset"] == "17"
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    report = json.loads((tiny_export.parent / "report.json").read_text())
+    assert report["verification"]["passed"]
+    assert report["verification"]["parity"]["n_images"] == 12
+    assert report["verification"]["parity"]["max_abs_diff"] <= 1e-4
+    assert (tiny_export.parent / "serve.onnx").is_file()
+    assert "int8" in report and isinstance(report["int8"]["accepted"], bool)
+
+
+def serve(monkeypatch, path: Path) -> None:
+    monkeypatch.setenv("MODEL_PATH", str(path))
+    handler.get_service.cache_clear()
+
+
+@pytest.fixture
+def clean_service():
+    handler.get_service.cache_clear()
+    yield
+    handler.get_service.cache_clear()
+
+
+def upload(photo: Path) -> dict:
+    """The handler's answer to an API Gateway upload of ``photo``."""
+    event = json.loads((REPO / "events" / "http-api-upload.json").read_text())
+    event["body"] = base64.b64encode(photo.read_bytes()).decode()
+    response = handler.lambda_handler(event, FakeContext())
+    assert response["statusCode"] == 200, response["body"]
+    answer = json.loads(response["body"])
+    assert_prediction(answer, TINY_CLASSES, TINY_SIZE)
+    return answer
+
+
+def test_the_unchanged_handler_serves_the_pytorch_export(
+    tiny_export, tiny_trained, tiny_data, monkeypatch, clean_service
+) -> None:
+    serve(monkeypatch, tiny_export)
+    model, _ = load_checkpoint(tiny_trained / manifest.find(tiny_trained)["best_checkpoint"])
+    for photo in sorted((tiny_data / "test").glob("*/*.jpg"))[::4]:
+        answer = upload(photo)
+        logits = torch_logits(model, preprocess(photo.read_bytes(), TINY_SIZE))[0]
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(list(answer["scores"].values()), expected, atol=1e-5)
+        assert answer["category"] == TINY_CLASSES[int(np.argmax(logits))]
+
+
+def test_the_unchanged_handler_serves_its_int8_variant(
+    tiny_export, tiny_data, monkeypatch, clean_service, tmp_path
+) -> None:
+    from convert.images import Photo
+    from convert.quantize import quantize_int8
+
+    int8 = tmp_path / "model.int8.onnx"
+    train = [Photo(p) for p in sorted((tiny_data / "train").glob("*/*.jpg"))]
+    quantize_int8(tiny_export, int8, train, TINY_SIZE)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
+    serve(monkeypatch, int8)
+    for photo in sorted((tiny_data / "test").glob("*/*.jpg"))[::4]:
+        upload(photo)

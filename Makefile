@@ -11,6 +11,14 @@ PYTHON := $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/
 endif
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The PyTorch path has its own venv: torch==2.13.0 installs as a CPU build only on Python 3.11
+# (a local wheel; elsewhere the same pin is the multi-GB CUDA build). `make TORCH_PYTHON=...`.
+ifeq ($(origin TORCH_PYTHON),undefined)
+TORCH_PYTHON := $(shell for p in python3.11 $$(pyenv root 2>/dev/null)/versions/3.11*/bin/python3.11; \
+	do "$$p" -c '' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+endif
+TORCH_VENV ?= .venv-torch
+TORCH_BIN := $(TORCH_VENV)/bin
 DEPLOY_VENV ?= .venv-deploy
 DEPLOY_BIN := $(DEPLOY_VENV)/bin
 UV_VERSION := 0.13.9
@@ -42,12 +50,13 @@ IMAGES ?= $(SAMPLES)
 PYTEST := $(BIN)/python -m pytest
 # Test suites with an environment of their own add their target here (e.g. `test-torch`):
 # `make test` runs them after pytest in the main venv.
-EXTRA_TESTS ?=
+EXTRA_TESTS ?= test-torch
 
 .PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
 	check setup setup-deploy lock data clean FORCE \
 	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes \
-	backfill bench-backfill bench-memory mutation
+	backfill bench-backfill bench-memory mutation \
+	setup-torch test-torch train-torch export-torch
 
 help: ## list the targets
 	@echo "Python for $(VENV): $(or $(PYTHON),none found: set PYTHON=...)"
@@ -89,6 +98,15 @@ test-fast: | setup data ## the edit loop: pytest -m "not slow", fewer fuzz examp
 
 bench-smoke: | setup data ## the benchmark scripts' smoke tests (pytest -m bench)
 	$(PYTEST) -m bench
+
+test-torch: | setup setup-torch data ## the PyTorch tests, in .venv-torch (Keras reference: $(VENV))
+	KERAS_PYTHON=$(abspath $(BIN))/python $(TORCH_BIN)/python -m pytest tests_torch
+
+train-torch: | setup-torch data ## train with PyTorch, same recipe (docs/pytorch.md) -> artifacts/torch/
+	$(TORCH_BIN)/python -m torch_training train $(TRAIN_ARGS)
+
+export-torch: | setup-torch data ## its best run -> verified ONNX + int8 + serve.onnx in artifacts/torch/model/
+	$(TORCH_BIN)/python -m torch_training export --int8
 
 lint: | setup ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
@@ -159,6 +177,16 @@ $(DEPLOY_VENV)/.installed: pyproject.toml
 	$(DEPLOY_BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(DEPLOY_VENV)
 	$(DEPLOY_BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(DEPLOY_BIN)/python -m pip install --quiet --group deploy-lint
+	touch $@
+
+setup-torch: $(TORCH_VENV)/.installed
+
+# pip, not uv: pip's configured find-links hold the CPU wheel.
+$(TORCH_VENV)/.installed: pyproject.toml
+	@[ -n "$(TORCH_PYTHON)" ] || { echo "make: no working python3.11; set TORCH_PYTHON=" >&2; exit 1; }
+	$(TORCH_BIN)/python -m pip --version >/dev/null 2>&1 || $(TORCH_PYTHON) -m venv --clear $(TORCH_VENV)
+	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(TORCH_BIN)/python -m pip install --quiet --editable ".[torch-test]"
 	touch $@
 
 # requirements/dev.txt: the `dev` group with the convert and bench extras, hash-pinned for

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from lambda_function import handler
 from lambda_function.preprocessing import preprocess
@@ -120,3 +121,45 @@ def test_the_unchanged_handler_serves_its_int8_variant(
     serve(monkeypatch, int8)
     for photo in sorted((tiny_data / "test").glob("*/*.jpg"))[::4]:
         upload(photo)
+
+
+def test_fine_tuning_records_a_second_run_that_reloads_exactly(tiny_options, tmp_path) -> None:
+    from dataclasses import replace
+
+    from torch_training import commands
+
+    run = tiny_options.run.with_(epochs=1, fine_tune_from="block14", fine_tune_epochs=2)
+    options = replace(tiny_options, output_dir=tmp_path / "training", run=run)
+    assert commands.train(options) == 0
+    record = json.loads((options.output_dir / "manifest.json").read_text())
+    names = [r["name"] for r in record["runs"]]
+    assert names == ["s80_lr0.001_in16_dr0.2", "s80_lr0.001_in16_dr0.2_ft14"]
+    head, tuned = record["runs"]
+    assert (
+        record["best_run"] == max((tuned, head), key=lambda r: r["best_val_accuracy"])["name"]
+    )  # fine-tuning wins a tie
+    assert tuned["trainable_params"] > 3_000_000 + head["trainable_params"]
+    assert tuned["config"]["path"].startswith("fine-tune from block14")
+    model, _ = load_checkpoint(options.output_dir / tuned["best_checkpoint"])
+    base, _ = load_checkpoint(options.output_dir / head["best_checkpoint"])
+    changed = [
+        name
+        for name, value in model.state_dict().items()
+        if not torch.equal(value, base.state_dict()[name])
+    ]
+    assert changed and all(n.startswith(("base.sepconv14", "head.")) for n in changed), changed
+
+
+def test_the_augmented_path_trains_through_the_base(tiny_options, tmp_path) -> None:
+    from dataclasses import replace
+
+    from torch_training import commands
+    from training.augment import COURSE
+
+    run = tiny_options.run.with_(epochs=1, augmentation=COURSE)
+    options = replace(tiny_options, output_dir=tmp_path / "training", run=run)
+    assert commands.train(options) == 0
+    (entry,) = json.loads((options.output_dir / "manifest.json").read_text())["runs"]
+    assert entry["name"].endswith("_aug")
+    assert entry["config"]["path"] == "full (augmented images)"
+    assert 0.0 <= entry["test"]["accuracy"] <= 1.0

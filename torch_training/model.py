@@ -37,16 +37,13 @@ class Classifier(nn.Module):
     """NCHW scaled pixels to logits: ``head(mean(base(x)))``.
 
     ``trainable_from``: ``""`` freezes the whole base; ``"block13"`` or ``"block14"``
-    lets that block and the ones above it train (their BatchNorm statistics stay frozen,
-    as Keras' do under ``training=False``).
+    lets that block's and the ones above its convolutions train (see :func:`unfreeze`).
     """
 
     def __init__(self, base: Xception, head: nn.Sequential, trainable_from: str = "") -> None:
         super().__init__()
         self.base, self.head = base, head
-        self.base.requires_grad_(False)
-        for module in trainable_modules(base, trainable_from):
-            module.requires_grad_(True)
+        unfreeze(base, trainable_from)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.base.pooled(x))
@@ -57,15 +54,23 @@ class Classifier(nn.Module):
         return self
 
 
-def trainable_modules(base: Xception, trainable_from: str) -> list[nn.Module]:
-    """The parts of ``base`` that fine-tuning from ``trainable_from`` trains."""
-    top = [base.sepconv14a, base.bn14a, base.sepconv14b, base.bn14b]
+def unfreeze(base: Xception, trainable_from: str) -> None:
+    """Freeze ``base``, then let the convolutions from ``trainable_from`` up train.
+
+    BatchNorm stays frozen, its scale and shift as well as its statistics, as in the
+    Keras path's fine-tuning (``training.finetune.unfreeze``).
+    """
+    top = [base.sepconv14a, base.sepconv14b]
     choices = {"": [], "block14": top, "block13": [base.block13, *top]}
     if trainable_from not in choices:
         raise ValueError(
             f"Expected fine-tuning from '', 'block13' or 'block14'. Received: {trainable_from!r}"
         )
-    return choices[trainable_from]
+    base.requires_grad_(False)
+    for part in choices[trainable_from]:
+        for module in part.modules():
+            if isinstance(module, nn.Conv2d):
+                module.requires_grad_(True)
 
 
 class ServedModel(nn.Module):

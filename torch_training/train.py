@@ -34,7 +34,7 @@ from lambda_function.preprocessing import scale
 from torch_training import features
 from torch_training.augment import augment
 from torch_training.device import seed_everything
-from torch_training.model import Classifier, count_trainable, make_head, trainable_modules
+from torch_training.model import Classifier, count_trainable, make_head, unfreeze
 from torch_training.port import pretrained_base
 from torch_training.xception import Xception
 from training import data
@@ -141,6 +141,7 @@ def train_run(ws: Workspace, cfg: RunConfig) -> RunResult:
     model = Classifier(ws.base, head)
     x_val, y_val = ws.features("validation", size), ws.targets("validation")
     start = time.perf_counter()
+    trained: nn.Module = model if cfg.augmentation.enabled else head
     if cfg.augmentation.enabled:
 
         def images(batch: np.ndarray) -> torch.Tensor:
@@ -159,7 +160,7 @@ def train_run(ws: Workspace, cfg: RunConfig) -> RunResult:
             epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator,
             device=ws.device,
         )  # fmt: skip
-    head.load_state_dict(fit.best_state)
+    trained.load_state_dict(fit.best_state)
     return _finish(ws, cfg, model, fit, time.perf_counter() - start, count_trainable(head))
 
 
@@ -168,8 +169,7 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head_run: RunResult) -> RunResu
     generator = seed_everything(cfg.seed)
     size = cfg.image_size
     model = copy.deepcopy(head_run.model)  # its own base: the workspace's stays frozen
-    for module in trainable_modules(model.base, cfg.fine_tune_from):
-        module.requires_grad_(True)
+    unfreeze(model.base, cfg.fine_tune_from)
     top = _ExitTop(model)
     start = time.perf_counter()
     fit = _fit(

@@ -57,3 +57,14 @@ def test_a_file_that_is_not_the_xception_base_is_refused(tmp_path) -> None:
 def test_a_missing_file_names_the_setting(tmp_path) -> None:
     with pytest.raises(WeightsError, match="XCEPTION_WEIGHTS"):
         load_keras_weights(Xception(), tmp_path / "missing.h5")
+
+
+def test_onnxruntime_features_equal_torchs(ported_base, parity_photos, tmp_path) -> None:
+    from torch_training.features import onnx_pooled
+
+    x = preprocess_batch([p.read_bytes() for p in parity_photos], 80)
+    nchw = torch.from_numpy(x).permute(0, 3, 1, 2)
+    run = onnx_pooled(ported_base, 80, tmp_path / "base.onnx")
+    with torch.inference_mode():
+        expected = ported_base.pooled(nchw).numpy()
+    assert np.abs(run(nchw).numpy() - expected).max() <= 1e-5

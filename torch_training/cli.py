@@ -72,6 +72,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="keep nothing on disk between runs")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what computes the cached pooled features: torch, or onnxruntime on the base's "
+        "own ONNX export (CPU only, ~1.5x faster) (default: torch)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed for init, order, augmentation")
 
 
@@ -128,6 +135,7 @@ def to_options(args: argparse.Namespace) -> commands.Options:
         cache_dir=None if args.no_cache else args.cache_dir,
         device=args.device,
         threads=args.threads,
+        engine=args.engine,
         run=run,
     )
 

@@ -35,6 +35,7 @@ class Options:
     cache_dir: Path | None = Path("artifacts/cache")
     device: str = "auto"
     threads: int | None = None
+    engine: str = "torch"
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -44,7 +45,10 @@ def workspace(options: Options) -> Workspace:
     dataset = data.scan(options.data_dir)
     counts = ", ".join(f"{s} {len(dataset[s])}" for s in SPLITS)
     print(f"dataset {options.data_dir}: {counts} images; device: {device}", flush=True)
-    return Workspace(dataset, Path(options.weights), options.output_dir, options.cache_dir, device)
+    return Workspace(
+        dataset, Path(options.weights), options.output_dir, options.cache_dir, device,
+        engine=options.engine,
+    )  # fmt: skip
 
 
 def train(options: Options) -> int:

@@ -52,7 +52,11 @@ class ExportError(Exception):
 def to_onnx(model: Classifier, image_size: int, path: Path, opset: int = OPSET) -> None:
     """Export ``model`` for NHWC input ``(batch, size, size, 3)`` with the legacy exporter."""
     served = ServedModel(model).eval()
-    dummy = torch.zeros(1, image_size, image_size, 3)
+    quiet_export(served, torch.zeros(1, image_size, image_size, 3), path, opset)
+
+
+def quiet_export(module: torch.nn.Module, dummy: torch.Tensor, path: Path, opset: int = OPSET):
+    """``torch.onnx.export``: legacy exporter, ``input``/``logits``, dynamic batch."""
     with warnings.catch_warnings():
         # The legacy exporter is deprecated; the pools' padding comes from the static
         # spatial size (fixed by the contract), which the tracer warns about.
@@ -61,7 +65,7 @@ def to_onnx(model: Classifier, image_size: int, path: Path, opset: int = OPSET) 
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         torch.onnx.export(
-            served,
+            module,
             (dummy,),
             str(path),
             dynamo=False,

@@ -36,6 +36,41 @@ def block12(base: Xception) -> Extractor:
     return base.entry_flow
 
 
+def onnx_pooled(base: Xception, image_size: int, path: Path, threads: int = 1) -> Extractor:
+    """:func:`pooled` run by onnxruntime on the base's own export (~1.5x faster on a CPU).
+
+    The base is exported once to ``path`` (NCHW input, legacy exporter, opset 17) and
+    reused; its features equal PyTorch's within float32 rounding (tested).
+    """
+    import onnxruntime as ort
+
+    from torch_training.export import quiet_export
+
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.onnx")
+        quiet_export(_Pooled(base).eval(), torch.zeros(1, 3, image_size, image_size), tmp)
+        tmp.replace(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0])
+
+    return run
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, base: Xception) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.pooled(x)
+
+
 def extract(
     fn: Extractor,
     pixels: np.ndarray,

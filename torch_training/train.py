@@ -53,6 +53,7 @@ class Workspace:
     output_dir: Path
     cache_dir: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    engine: str = "torch"  # pooled features by "torch" or "onnxruntime" (CPU, faster)
     _base: Xception | None = None
     _weights_fp: str | None = None
     _cached: dict = field(default_factory=dict)
@@ -86,7 +87,15 @@ class Workspace:
 
     def features(self, split: str, image_size: int) -> np.ndarray:
         """Pooled base features of a split (memory, then disk, else computed)."""
-        return self._extract("pooled", features.pooled, split, image_size, np.float32)
+        fn = features.pooled
+        if self.engine == "onnxruntime":
+            name = f"xception-pooled-{image_size}-{self.weights_fingerprint[:16]}.onnx"
+            path = (self.cache_dir or self.output_dir) / name
+
+            def fn(base: Xception) -> features.Extractor:
+                return features.onnx_pooled(base, image_size, path, torch.get_num_threads())
+
+        return self._extract("pooled", fn, split, image_size, np.float32)
 
     def activations(self, split: str, image_size: int) -> np.ndarray:
         """Block 12's output for a split, float16: fine-tuning's cached input."""
@@ -162,6 +171,26 @@ def train_run(ws: Workspace, cfg: RunConfig) -> RunResult:
         )  # fmt: skip
     trained.load_state_dict(fit.best_state)
     return _finish(ws, cfg, model, fit, time.perf_counter() - start, count_trainable(head))
+
+
+def fit_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cfg: RunConfig,
+    n_classes: int,
+    device: torch.device | None = None,
+) -> tuple[nn.Sequential, dict[str, list[float]]]:
+    """Train a head on pooled features (the fast path alone); returns it at its last epoch."""
+    generator = seed_everything(cfg.seed)
+    device = device or torch.device("cpu")
+    head = make_head(cfg.size_inner, cfg.droprate, n_classes).to(device)
+    fit = _fit(
+        head, x_train, y_train, x_val, y_val, cfg,
+        epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator, device=device,
+    )  # fmt: skip
+    return head.eval(), fit.history
 
 
 def fine_tune_run(ws: Workspace, cfg: RunConfig, head_run: RunResult) -> RunResult:

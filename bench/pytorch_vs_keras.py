@@ -1,0 +1,209 @@
+"""The PyTorch and Keras paths side by side: CV accuracy, latency, then one report.
+
+    # k-fold CV of the head on each path's own cached 299 px features (train + validation,
+    # the same stratified folds and settings); each in its framework's venv:
+    .venv-torch/bin/python bench/pytorch_vs_keras.py cv --framework torch
+    .venv/bin/python bench/pytorch_vs_keras.py cv --framework keras --cache artifacts/cache
+    # served latency, batch 1, the handler's session options, models interleaved:
+    python bench/pytorch_vs_keras.py latency keras=artifacts/model/model.onnx ...
+    # the table: manifests, export reports and the JSONs above -> docs/results/
+    python bench/pytorch_vs_keras.py report --keras artifacts/training --keras-model ...
+
+Figures go to ``artifacts/bench/pytorch_vs_keras-*.json``; ``report`` writes the dated
+markdown table ``docs/results/pytorch-vs-keras.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "artifacts" / "bench"
+sys.path.insert(0, str(REPO))
+
+FOLDS, SEED, EPOCHS = 5, 1, 10
+SETTINGS = {"image_size": 299, "learning_rate": 1e-3, "size_inner": 100, "droprate": 0.2}
+
+
+def folds(targets: np.ndarray, k: int = FOLDS, seed: int = SEED) -> np.ndarray:
+    """Stratified fold index per sample: each class shuffled (seeded), dealt round-robin."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(targets), dtype=np.int64)
+    for label in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == label))
+        fold[members] = np.arange(len(members)) % k
+    return fold
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion."""
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def cv(framework: str, cache: Path) -> dict[str, Any]:
+    """Out-of-fold accuracy of the head trained ``EPOCHS`` epochs on each fold's rest."""
+    x, y = _features(framework, cache)
+    fold = folds(y)
+    fit = _torch_head if framework == "torch" else _keras_head
+    correct, per_fold, seconds = 0, [], []
+    for k in range(FOLDS):
+        train, held = fold != k, fold == k
+        clock = time.process_time()
+        predicted = fit(x[train], y[train], x[held], y[held])
+        seconds.append((time.process_time() - clock) / EPOCHS)
+        hits = int((predicted == y[held]).sum())
+        correct += hits
+        per_fold.append(hits / int(held.sum()))
+        print(f"{framework} fold {k}: {per_fold[-1]:.4f}", flush=True)
+    low, high = wilson(correct, len(y))
+    return {
+        "framework": framework,
+        "folds": FOLDS,
+        "seed": SEED,
+        "epochs": EPOCHS,
+        "settings": SETTINGS,
+        "n_images": len(y),
+        "accuracy": correct / len(y),
+        "wilson95": [low, high],
+        "per_fold": per_fold,
+        "fold_sd": statistics.stdev(per_fold),
+        "head_cpu_s_per_epoch": statistics.median(seconds),
+    }
+
+
+def _features(framework: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each path's own cached pooled features of train + validation, and their labels."""
+    from training.data import scan
+
+    dataset = scan(os.environ.get("DATA_DIR", "data/clothing-dataset-small"))
+    y = np.concatenate([dataset["train"].targets, dataset["validation"].targets])
+    parts = []
+    for split in ("train", "validation"):
+        if framework == "torch":
+            pattern = f"torch-pooled-299-*-{dataset.fingerprint[:16]}/{split}/*.npy"
+            shards = sorted(cache.glob(pattern))
+            parts.append(np.concatenate([np.load(p) for p in shards]) if shards else None)
+        else:
+            found = sorted(cache.glob(f"features-299-*-{dataset.fingerprint[:16]}-{split}.npy"))
+            parts.append(np.load(found[0]) if found else None)
+    if any(
+        p is None or len(p) != len(dataset[s])
+        for p, s in zip(parts, ("train", "validation"), strict=True)
+    ):
+        raise SystemExit(f"Expected {framework}'s cached 299 px features in {cache}. Missing")
+    return np.concatenate(parts).astype(np.float32), y
+
+
+def _torch_head(x_train, y_train, x_test, y_test) -> np.ndarray:
+    import torch
+
+    from torch_training.train import fit_head
+    from training.config import RunConfig
+
+    cfg = RunConfig(**SETTINGS, epochs=EPOCHS, seed=SEED)
+    head, _ = fit_head(x_train, y_train, x_test, y_test, cfg, int(y_train.max()) + 1)
+    with torch.inference_mode():
+        return head(torch.from_numpy(x_test)).argmax(1).numpy()
+
+
+def _keras_head(x_train, y_train, x_test, y_test) -> np.ndarray:
+    """The Keras path's top (``training.model``'s layers), trained the same way."""
+    import keras
+
+    from training.model import compile_model
+
+    keras.utils.set_random_seed(SEED)
+    n = int(y_train.max()) + 1
+    inputs = keras.Input((x_train.shape[1],))
+    hidden = keras.layers.Dense(SETTINGS["size_inner"], activation="relu")(inputs)
+    hidden = keras.layers.Dropout(SETTINGS["droprate"])(hidden)
+    top = keras.Model(inputs, keras.layers.Dense(n)(hidden))
+    compile_model(top, SETTINGS["learning_rate"])
+    onehot = np.eye(n, dtype=np.float32)
+    top.fit(x_train, onehot[y_train], batch_size=32, epochs=EPOCHS, verbose=0)
+    return top.predict(x_test, verbose=0).argmax(1)
+
+
+def latency(models: dict[str, Path], calls: int, threads: int) -> dict[str, Any]:
+    """Batch-1 inference per model through the Lambda's own model loader, interleaved."""
+    from lambda_function.model import Classifier
+
+    loaded = {
+        name: Classifier.load(path, intra_op_threads=threads) for name, path in models.items()
+    }
+    size = next(iter(loaded.values())).metadata.image_size
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    for model in loaded.values():
+        model.predict(x)
+    wall: dict[str, list[float]] = {n: [] for n in loaded}
+    cpu: dict[str, list[float]] = {n: [] for n in loaded}
+    for _ in range(calls):
+        for name, model in loaded.items():
+            c0, w0 = _cpu(), time.perf_counter()
+            model.predict(x)
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(_cpu() - c0)
+    return {
+        "calls": calls,
+        "threads": threads,
+        "image_size": size,
+        "models": {
+            name: {
+                "path": str(models[name]),
+                "size_bytes": models[name].stat().st_size,
+                "wall_ms_p50": 1000 * statistics.median(wall[name]),
+                "wall_ms_min": 1000 * min(wall[name]),
+                "cpu_ms_p50": 1000 * statistics.median(cpu[name]),
+            }
+            for name in loaded
+        },
+    }
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cv")
+    c.add_argument("--framework", choices=("torch", "keras"), required=True)
+    c.add_argument("--cache", type=Path, default=REPO / "artifacts" / "cache")
+    lat = sub.add_parser("latency")
+    lat.add_argument("models", nargs="+", help="name=path.onnx")
+    lat.add_argument("--calls", type=int, default=30)
+    lat.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.command == "cv":
+        result = cv(args.framework, args.cache)
+        name = f"pytorch_vs_keras-cv-{args.framework}.json"
+    else:
+        models = dict(item.split("=", 1) for item in args.models)
+        result = latency({k: Path(v) for k, v in models.items()}, args.calls, args.threads)
+        name = "pytorch_vs_keras-latency.json"
+    result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    (OUT / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -175,6 +175,82 @@ def latency(models: dict[str, Path], calls: int, threads: int) -> dict[str, Any]
     }
 
 
+def report(keras_training: Path, torch_training: Path, keras_model: Path, torch_model: Path) -> str:
+    """The side-by-side markdown table from what each path wrote and the JSONs above."""
+    runs = {"Keras": _best(keras_training), "PyTorch": _best(torch_training)}
+    exports = {
+        "Keras": json.loads((keras_model / "report.json").read_text()),
+        "PyTorch": json.loads((torch_model / "report.json").read_text()),
+    }
+    sizes = {"Keras": _keras_sizes(exports["Keras"]), "PyTorch": _torch_sizes(exports["PyTorch"])}
+    cvs = {f: _json(f"pytorch_vs_keras-cv-{f.lower().replace('pytorch', 'torch')}.json")
+           for f in runs}  # fmt: skip
+    lat = _json("pytorch_vs_keras-latency.json")["models"]
+    rows = [
+        ("validation accuracy, best epoch", lambda f: f"{runs[f]['best_val_accuracy']:.4f} "
+         f"(epoch {runs[f]['best_epoch']})"),
+        ("test accuracy (372 photos), best checkpoint", lambda f: _interval(runs[f]["test"])),
+        (f"{FOLDS}-fold CV accuracy, train+validation ({EPOCHS} epochs, 95% Wilson)",
+         lambda f: f"{cvs[f]['accuracy']:.4f} [{cvs[f]['wilson95'][0]:.3f}, "
+         f"{cvs[f]['wilson95'][1]:.3f}], fold sd {cvs[f]['fold_sd']:.3f}"),
+        ("head epoch on cached features, wall s (training run)",
+         lambda f: f"{runs[f]['train_seconds'] / runs[f]['config']['epochs']:.2f}"),
+        ("head epoch on cached features, CPU s (CV folds, median)",
+         lambda f: f"{cvs[f]['head_cpu_s_per_epoch']:.2f}"),
+        ("ONNX fp32 / int8 size, MB",
+         lambda f: f"{sizes[f][0] / 1e6:.1f} / {sizes[f][1] / 1e6:.1f}"),
+        ("int8 test accuracy (fp32)", lambda f: sizes[f][2]),
+        ("served fp32, batch 1: wall p50 / CPU p50, ms",
+         lambda f: f"{lat[f + ' fp32']['wall_ms_p50']:.0f} / {lat[f + ' fp32']['cpu_ms_p50']:.0f}"),
+        ("served int8, batch 1: wall p50 / CPU p50, ms",
+         lambda f: f"{lat[f + ' int8']['wall_ms_p50']:.0f} / {lat[f + ' int8']['cpu_ms_p50']:.0f}"),
+    ]  # fmt: skip
+    lines = [
+        "# PyTorch vs Keras: the same settings, both paths",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} by `bench/pytorch_vs_keras.py` on 2 shared CPU "
+        "cores (other jobs running: wall times are pessimistic, ratios hold). Settings: "
+        f"{SETTINGS['image_size']} px, Adam lr {SETTINGS['learning_rate']:g}, inner "
+        f"{SETTINGS['size_inner']}, dropout {SETTINGS['droprate']:g}, batch 32, 20 epochs, "
+        "seed 1, frozen base, no augmentation; best epoch by validation accuracy.",
+        "",
+        "| | Keras | PyTorch |",
+        "|---|---|---|",
+        *[f"| {label} | {fn('Keras')} | {fn('PyTorch')} |" for label, fn in rows],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _best(root: Path) -> dict:
+    manifest = json.loads((root / "manifest.json").read_text())
+    return next(r for r in manifest["runs"] if r["name"] == manifest["best_run"])
+
+
+def _interval(test: dict) -> str:
+    n = test["n_images"]
+    low, high = wilson(round(test["accuracy"] * n), n)
+    return f"{test['accuracy']:.4f} [{low:.3f}, {high:.3f}]"
+
+
+def _keras_sizes(report: dict) -> tuple[int, int, str]:
+    int8 = report["variants"]["int8"]
+    return report["variants"]["fp32"]["size_bytes"], int8["size_bytes"], _int8(int8)
+
+
+def _torch_sizes(report: dict) -> tuple[int, int, str]:
+    return report["size_bytes"], report["int8"]["size_bytes"], _int8(report["int8"])
+
+
+def _int8(int8: dict) -> str:
+    verdict = "accepted" if int8["accepted"] else "rejected"
+    return f"{int8['accuracy']['test']:.4f} ({int8['accuracy_fp32']['test']:.4f}), {verdict}"
+
+
+def _json(name: str) -> dict:
+    return json.loads((OUT / name).read_text())
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -190,8 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("models", nargs="+", help="name=path.onnx")
     lat.add_argument("--calls", type=int, default=30)
     lat.add_argument("--threads", type=int, default=2)
+    rep = sub.add_parser("report")
+    rep.add_argument("--keras", type=Path, default=REPO / "artifacts" / "training")
+    rep.add_argument("--torch", type=Path, default=REPO / "artifacts" / "torch" / "training")
+    rep.add_argument("--keras-model", type=Path, default=REPO / "artifacts" / "model")
+    rep.add_argument("--torch-model", type=Path, default=REPO / "artifacts" / "torch" / "model")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.command == "report":
+        text = report(args.keras, args.torch, args.keras_model, args.torch_model)
+        target = REPO / "docs" / "results" / "pytorch-vs-keras.md"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(text)
+        return 0
     if args.command == "cv":
         result = cv(args.framework, args.cache)
         name = f"pytorch_vs_keras-cv-{args.framework}.json"

@@ -93,7 +93,7 @@ def extract(
 
 
 def cached(
-    fn: Extractor,
+    make: Callable[[], Extractor],
     pixels: Callable[[], np.ndarray],
     count: int,
     folder: Path | None,
@@ -104,17 +104,18 @@ def cached(
 ) -> np.ndarray:
     """:func:`extract`, shard by shard from ``folder`` when computed before, else written.
 
-    ``pixels`` is called only if some shard is missing.
+    ``make`` (which builds the extractor) and ``pixels`` are called only if a shard is missing.
     """
     if folder is None:
-        return extract(fn, pixels(), device, desc=desc, dtype=dtype)
+        return extract(make(), pixels(), device, desc=desc, dtype=dtype)
     folder.mkdir(parents=True, exist_ok=True)
-    shards, loaded = [], None
+    shards, loaded, fn = [], None, None
     for index, start in enumerate(range(0, count, SHARD)):
         stop = min(start + SHARD, count)
         path = folder / f"{index:04d}-{start}-{stop}.npy"
         if not path.is_file():
             loaded = pixels() if loaded is None else loaded
+            fn = make() if fn is None else fn
             part = extract(
                 fn, loaded[start:stop], device, desc=f"{desc} {start}-{stop}/{count}", dtype=dtype
             )

@@ -113,7 +113,7 @@ class Workspace:
                 split,
             )
             self._cached[key] = features.cached(
-                fn(self.base),
+                lambda: fn(self.base),
                 lambda: self.pixels(split, image_size),
                 len(self.dataset[split]),
                 folder,

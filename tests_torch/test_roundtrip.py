@@ -163,3 +163,23 @@ def test_the_augmented_path_trains_through_the_base(tiny_options, tmp_path) -> N
     assert entry["name"].endswith("_aug")
     assert entry["config"]["path"] == "full (augmented images)"
     assert 0.0 <= entry["test"]["accuracy"] <= 1.0
+
+
+def test_an_export_that_disagrees_with_pytorch_is_not_put_in_place(
+    tiny_trained, tiny_data, tmp_path, monkeypatch
+) -> None:
+    from torch_training import export as export_module
+
+    real = export_module.torch_logits
+    monkeypatch.setattr(export_module, "torch_logits", lambda m, x: real(m, x) + 1e-3)
+    run = manifest.find(tiny_trained)
+    checkpoint = tiny_trained / run["best_checkpoint"]
+    model, saved = load_checkpoint(checkpoint)
+    output = tmp_path / "model" / "model.onnx"
+    with pytest.raises(export_module.ExportError, match="does not match PyTorch"):
+        export_module.export(model, saved, checkpoint, output, tiny_data, limit=3)
+    assert not output.exists() and not (output.parent / "serve.onnx").exists()
+    assert list(output.parent.glob(".*.part")) == []
+    report = json.loads((output.parent / "report.json").read_text())
+    assert report["verification"]["passed"] is False
+    assert report["verification"]["parity"]["max_abs_diff"] > 1e-4

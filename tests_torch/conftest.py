@@ -14,10 +14,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import data_dir, xception_weights  # noqa: F401 - shared fixtures
-
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("dress", "hat", "pants", "shoes", "t-shirt")
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The clothing dataset root (``DATA_DIR``), as in the main suite's conftest."""
+    path = Path(os.environ.get("DATA_DIR", "data/clothing-dataset-small"))
+    missing = [split for split in SPLITS if not (path / split).is_dir()]
+    if missing:
+        pytest.fail(
+            f"Expected the dataset at DATA_DIR={path} with {', '.join(SPLITS)}/. "
+            f"Missing: {', '.join(missing)}. Run `make data` or set DATA_DIR."
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def xception_weights() -> Path:
+    """The ImageNet Xception base weights file (``XCEPTION_WEIGHTS``)."""
+    value = os.environ.get("XCEPTION_WEIGHTS", "")
+    if not value or value == "imagenet" or not Path(value).is_file():
+        pytest.fail(
+            "Expected XCEPTION_WEIGHTS to name a local .weights.h5 file (tests do not "
+            f"download). Received: {value!r}"
+        )
+    return Path(value)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +56,7 @@ def keras_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def parity_photos(data_dir: Path) -> list[Path]:  # noqa: F811
+def parity_photos(data_dir: Path) -> list[Path]:
     """One validation photo of each of five classes."""
     return [sorted((data_dir / "validation" / c).glob("*.jpg"))[0] for c in CLASSES]
 
@@ -56,13 +80,13 @@ def keras_features(
 
 
 @pytest.fixture(scope="session")
-def keras_features_150(keras_python, xception_weights, parity_photos, tmp_path_factory):  # noqa: F811
+def keras_features_150(keras_python, xception_weights, parity_photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("keras") / "features-150.npy"
     return keras_features(keras_python, xception_weights, 150, parity_photos, out)
 
 
 @pytest.fixture(scope="session")
-def ported_base(xception_weights):  # noqa: F811
+def ported_base(xception_weights):
     from torch_training.port import pretrained_base
 
     return pretrained_base(xception_weights)
@@ -73,7 +97,7 @@ TINY_CLASSES = ("hat", "pants", "shoes")
 
 
 @pytest.fixture(scope="session")
-def tiny_data(data_dir, tmp_path_factory) -> Path:  # noqa: F811
+def tiny_data(data_dir, tmp_path_factory) -> Path:
     """Four real photos per class and split, of three classes."""
     from tests.datasets import copy_subset
 
@@ -81,7 +105,7 @@ def tiny_data(data_dir, tmp_path_factory) -> Path:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def tiny_options(tiny_data, xception_weights, tmp_path_factory):  # noqa: F811
+def tiny_options(tiny_data, xception_weights, tmp_path_factory):
     from torch_training.commands import Options
     from training.config import RunConfig
 

@@ -128,7 +128,7 @@ def test_fine_tuning_records_a_second_run_that_reloads_exactly(tiny_options, tmp
 
     from torch_training import commands
 
-    run = tiny_options.run.with_(epochs=1, fine_tune_from="block14", fine_tune_epochs=2)
+    run = replace(tiny_options.run, epochs=1, fine_tune_from="block14", fine_tune_epochs=2)
     options = replace(tiny_options, output_dir=tmp_path / "training", run=run)
     assert commands.train(options) == 0
     record = json.loads((options.output_dir / "manifest.json").read_text())
@@ -156,7 +156,7 @@ def test_the_augmented_path_trains_through_the_base(tiny_options, tmp_path) -> N
     from torch_training import commands
     from training.augment import COURSE
 
-    run = tiny_options.run.with_(epochs=1, augmentation=COURSE)
+    run = replace(tiny_options.run, epochs=1, augmentation=COURSE)
     options = replace(tiny_options, output_dir=tmp_path / "training", run=run)
     assert commands.train(options) == 0
     (entry,) = json.loads((options.output_dir / "manifest.json").read_text())["runs"]

@@ -14,14 +14,14 @@ import math
 import torch
 from torch.nn import functional
 
-from training.augment import Augmentation, _validate
+from training.augment import Augmentation
 
 BLACK = -1.0  # pixel 0 after scaling to [-1, 1]
 
 
 def augment(x: torch.Tensor, aug: Augmentation, generator: torch.Generator) -> torch.Tensor:
     """A randomly transformed copy of the batch ``x`` (N, 3, H, W); ``x`` is untouched."""
-    _validate(aug)
+    _check(aug)
     if not aug.enabled:
         return x
     n = x.shape[0]
@@ -37,6 +37,13 @@ def augment(x: torch.Tensor, aug: Augmentation, generator: torch.Generator) -> t
     if aug.patch:
         x = _erase(x, aug.patch, generator)
     return x
+
+
+def _check(aug: Augmentation) -> None:
+    for name in ("rotation", "shift", "shear", "zoom", "patch"):
+        value = getattr(aug, name)
+        if not 0 <= value <= 1:
+            raise ValueError(f"Expected augmentation {name} in [0, 1]. Received: {name}={value}")
 
 
 def _affine(n: int, aug: Augmentation, generator: torch.Generator) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ def train(options: Options) -> int:
     start = time.perf_counter()
     ws = workspace(options)
     cfg = options.run
-    results = [train_run(ws, cfg.with_(fine_tune_from=""))]
+    results = [train_run(ws, replace(cfg, fine_tune_from=""))]
     if cfg.fine_tune_from:
         results.append(fine_tune_run(ws, cfg, results[0]))
     best = max(reversed(results), key=lambda r: r.best_val_accuracy)  # fine-tuning wins a tie

@@ -1,80 +1,56 @@
-"""``manifest.json`` of PyTorch runs: the Keras runs' shape (``training/manifest.py``).
+"""``manifest.json`` of PyTorch runs: the Keras runs' own format (``training.manifest``).
 
-Each run records name, config, labels, best_checkpoint (relative to the manifest's
-folder), best_epoch, best_val_accuracy, history, fingerprint, train_seconds,
-trainable_params, created_at and versions; ``best_run`` names the one to ship and
-``framework`` says which trainer wrote it.
+The file handling and the run record are shared with the Keras path, so the two
+cannot drift; a PyTorch manifest adds ``"framework": "pytorch"`` and its runs name the
+PyTorch versions instead of TensorFlow's.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from torch_training.train import RunResult
+from training import manifest as shared
 
-NAME = "manifest.json"
+NAME = shared.NAME
 FRAMEWORK = "pytorch"
+set_test = shared.set_test
+load = shared.load
 
 
 def run_entry(result: RunResult, root: Path, labels: Sequence[str], fingerprint: dict) -> dict:
-    """The manifest record of one run."""
-    return {
-        "name": result.name,
-        "config": result.config.to_dict(),
-        "labels": list(labels),
-        "best_checkpoint": result.checkpoint.relative_to(root).as_posix(),
-        "best_epoch": result.best_epoch,
-        "best_val_accuracy": result.best_val_accuracy,
-        "history": result.history,
-        "fingerprint": fingerprint,
-        "train_seconds": round(result.seconds, 2),
-        "trainable_params": result.trainable_params,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": versions(),
-    }
-
-
-def load(root: Path) -> dict:
-    path = root / NAME
-    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    """The manifest record of one run (``training.manifest.run_entry``'s shape)."""
+    record = shared.RunRecord(
+        config=result.config,
+        checkpoint=result.checkpoint,
+        best_epoch=result.best_epoch,
+        best_val_accuracy=result.best_val_accuracy,
+        history=result.history,
+        seconds=result.seconds,
+        trainable_params=result.trainable_params,
+    )
+    return {**shared.run_entry(record, root, labels, fingerprint), "versions": versions()}
 
 
 def record(root: Path, entries: list[dict], best_run: str) -> Path:
-    """Add (or replace, by name) ``entries`` and name ``best_run`` as the one to ship."""
-    manifest = load(root)
-    names = {entry["name"] for entry in entries}
-    manifest["runs"] = [r for r in manifest.get("runs", []) if r["name"] not in names] + entries
-    manifest["best_run"] = best_run
+    """Add (or replace, by name) ``entries``, name ``best_run`` and mark the framework."""
+    shared.record(root, entries, best_run)
+    manifest = shared.load(root)
     manifest["framework"] = FRAMEWORK
-    return _save(root, manifest)
-
-
-def set_test(root: Path, run_name: str, metrics: dict) -> Path:
-    """Store test metrics on a run."""
-    manifest = load(root)
-    for run in manifest["runs"]:
-        if run["name"] == run_name:
-            run["test"] = metrics
-            return _save(root, manifest)
-    raise KeyError(f"Expected run {run_name!r} in {root / NAME}. Found: {_names(manifest)}")
+    return shared.save(root, manifest)
 
 
 def find(root: Path, name: str | None = None) -> dict:
-    """The run called ``name``, or the ``best_run`` of the manifest in ``root``."""
-    manifest = load(root)
-    wanted = name or manifest.get("best_run")
-    for run in manifest.get("runs", []):
-        if run["name"] == wanted:
+    """The run called ``name``, or the manifest's ``best_run``."""
+    if name is None:
+        return shared.best(root)
+    for run in shared.load(root).get("runs", []):
+        if run["name"] == name:
             return run
-    raise FileNotFoundError(
-        f"Expected a run {wanted!r} in {root / NAME} (written by `python -m torch_training "
-        f"train`). Found runs: {_names(manifest)}"
-    )
+    raise FileNotFoundError(f"Expected a run named {name!r} in {root / NAME}")
 
 
 def versions() -> dict[str, str]:
@@ -86,17 +62,3 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
-
-
-def _save(root: Path, manifest: dict) -> Path:
-    """Write atomically (a reader never sees half a file)."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(path)
-    return path
-
-
-def _names(manifest: dict) -> list[str]:
-    return [r["name"] for r in manifest.get("runs", [])]

@@ -34,7 +34,8 @@ OUT = REPO / "artifacts" / "bench"
 sys.path.insert(0, str(REPO))
 
 FOLDS, SEED, EPOCHS = 5, 1, 10
-SETTINGS = {"image_size": 299, "learning_rate": 1e-3, "size_inner": 100, "droprate": 0.2}
+SETTINGS: dict[str, Any] = {"image_size": 299, "learning_rate": 1e-3, "size_inner": 100,
+                            "droprate": 0.2}  # fmt: skip
 
 
 def folds(targets: np.ndarray, k: int = FOLDS, seed: int = SEED) -> np.ndarray:
@@ -92,7 +93,7 @@ def _features(framework: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
 
     dataset = scan(os.environ.get("DATA_DIR", "data/clothing-dataset-small"))
     y = np.concatenate([dataset["train"].targets, dataset["validation"].targets])
-    parts = []
+    parts: list[np.ndarray | None] = []
     for split in ("train", "validation"):
         if framework == "torch":
             pattern = f"torch-pooled-299-*-{dataset.fingerprint[:16]}/{split}/*.npy"
@@ -106,7 +107,7 @@ def _features(framework: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
         for p, s in zip(parts, ("train", "validation"), strict=True)
     ):
         raise SystemExit(f"Expected {framework}'s cached 299 px features in {cache}. Missing")
-    return np.concatenate(parts).astype(np.float32), y
+    return np.concatenate([p for p in parts if p is not None]).astype(np.float32), y
 
 
 def _torch_head(x_train, y_train, x_test, y_test) -> np.ndarray:

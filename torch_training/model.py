@@ -60,8 +60,8 @@ def unfreeze(base: Xception, trainable_from: str) -> None:
     BatchNorm stays frozen, its scale and shift as well as its statistics, as in the
     Keras path's fine-tuning (``training.finetune.unfreeze``).
     """
-    top = [base.sepconv14a, base.sepconv14b]
-    choices = {"": [], "block14": top, "block13": [base.block13, *top]}
+    top: list[nn.Module] = [base.sepconv14a, base.sepconv14b]
+    choices: dict[str, list[nn.Module]] = {"": [], "block14": top, "block13": [base.block13, *top]}
     if trainable_from not in choices:
         raise ValueError(
             f"Expected fine-tuning from '', 'block13' or 'block14'. Received: {trainable_from!r}"

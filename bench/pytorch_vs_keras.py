@@ -2,15 +2,15 @@
 
     # k-fold CV of the head on each path's own cached 299 px features (train + validation,
     # the same stratified folds and settings); each in its framework's venv:
-    .venv-torch/bin/python bench/pytorch_vs_keras.py cv --framework torch
-    .venv/bin/python bench/pytorch_vs_keras.py cv --framework keras --cache artifacts/cache
-    # served latency, batch 1, the handler's session options, models interleaved:
-    python bench/pytorch_vs_keras.py latency keras=artifacts/model/model.onnx ...
-    # the table: manifests, export reports and the JSONs above -> docs/results/
-    python bench/pytorch_vs_keras.py report --keras artifacts/training --keras-model ...
+    .venv-torch/bin/python -m bench.pytorch_vs_keras cv --framework torch
+    .venv/bin/python -m bench.pytorch_vs_keras cv --framework keras
+    # served latency, batch 1, the Lambda's model loader, models interleaved:
+    python -m bench.pytorch_vs_keras latency "Keras fp32=artifacts/model/model.onnx" ...
+    # the table: manifests, export reports and the JSONs above
+    python -m bench.pytorch_vs_keras report
 
-Figures go to ``artifacts/bench/pytorch_vs_keras-*.json``; ``report`` writes the dated
-markdown table ``docs/results/pytorch-vs-keras.md``.
+Figures go to ``artifacts/bench/pytorch_vs_keras-*.json``; ``report`` publishes the table
+as ``docs/results/pytorch-vs-keras-DATE.md`` (:func:`bench.results.publish`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from bench.results import SCRATCH, publish
+
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "artifacts" / "bench"
-sys.path.insert(0, str(REPO))
+OUT = REPO / SCRATCH
 
 FOLDS, SEED, EPOCHS = 5, 1, 10
 SETTINGS: dict[str, Any] = {"image_size": 299, "learning_rate": 1e-3, "size_inner": 100,
@@ -207,10 +208,8 @@ def report(keras_training: Path, torch_training: Path, keras_model: Path, torch_
          lambda f: f"{lat[f + ' int8']['wall_ms_p50']:.0f} / {lat[f + ' int8']['cpu_ms_p50']:.0f}"),
     ]  # fmt: skip
     lines = [
-        "# PyTorch vs Keras: the same settings, both paths",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} by `bench/pytorch_vs_keras.py` on 2 shared CPU "
-        "cores (other jobs running: wall times are pessimistic, ratios hold). Settings: "
+        "Both paths trained with the same settings on 2 shared CPU cores (other jobs "
+        "running: wall times are pessimistic, ratios hold). Settings: "
         f"{SETTINGS['image_size']} px, Adam lr {SETTINGS['learning_rate']:g}, inner "
         f"{SETTINGS['size_inner']}, dropout {SETTINGS['droprate']:g}, batch 32, 20 epochs, "
         "seed 1, frozen base, no augmentation; best epoch by validation accuracy.",
@@ -276,10 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.command == "report":
         text = report(args.keras, args.torch, args.keras_model, args.torch_model)
-        target = REPO / "docs" / "results" / "pytorch-vs-keras.md"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        print(text)
+        path = publish("pytorch-vs-keras", "PyTorch vs Keras, the same settings", text)
+        print(f"{path}\n{text}")
         return 0
     if args.command == "cv":
         result = cv(args.framework, args.cache)

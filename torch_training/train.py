@@ -33,7 +33,7 @@ from tqdm import tqdm
 from lambda_function.preprocessing import scale
 from torch_training import features
 from torch_training.augment import augment
-from torch_training.device import seed_everything
+from torch_training.device import seed_everything, small_model_threads
 from torch_training.model import Classifier, count_trainable, make_head, unfreeze
 from torch_training.port import pretrained_base
 from torch_training.xception import Xception
@@ -164,11 +164,13 @@ def train_run(ws: Workspace, cfg: RunConfig) -> RunResult:
         )  # fmt: skip
     else:
         x_train = ws.features("train", size)
-        fit = _fit(
-            head, x_train, ws.targets("train"), x_val, y_val, cfg,
-            epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator,
-            device=ws.device,
-        )  # fmt: skip
+        start = time.perf_counter()  # training time, not feature extraction
+        with small_model_threads(ws.device):
+            fit = _fit(
+                head, x_train, ws.targets("train"), x_val, y_val, cfg,
+                epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator,
+                device=ws.device,
+            )  # fmt: skip
     trained.load_state_dict(fit.best_state)
     return _finish(ws, cfg, model, fit, time.perf_counter() - start, count_trainable(head))
 
@@ -186,10 +188,12 @@ def fit_head(
     generator = seed_everything(cfg.seed)
     device = device or torch.device("cpu")
     head = make_head(cfg.size_inner, cfg.droprate, n_classes).to(device)
-    fit = _fit(
-        head, x_train, y_train, x_val, y_val, cfg,
-        epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator, device=device,
-    )  # fmt: skip
+    with small_model_threads(device):
+        fit = _fit(
+            head, x_train, y_train, x_val, y_val, cfg,
+            epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator,
+            device=device,
+        )  # fmt: skip
     return head.eval(), fit.history
 
 

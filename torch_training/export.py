@@ -35,9 +35,10 @@ from convert.evaluate import POOLED, compare_to, load_eval_sets, score
 from convert.images import Photo, labelled_split, spread_sample
 from convert.metadata import attach_metadata
 from convert.quantize import MAX_ACCURACY_DROP, int8_accepted, quantize_int8
-from convert.to_onnx import BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME
+from convert.to_onnx import BATCH_DIM, INPUT_NAME, OPSET
 from convert.verify import TOLERANCE, compare, onnx_logits, open_session, session_metadata
 from lambda_function import preprocessing
+from lambda_function.model_metadata import OUTPUT as OUTPUT_NAME
 from lambda_function.model_metadata import ModelMetadata
 from torch_training.model import Classifier, ServedModel
 

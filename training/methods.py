@@ -155,7 +155,8 @@ def _inner_split(
     rows: np.ndarray, targets: np.ndarray, share: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, inner holdout rows): a stratified ``share`` of ``rows`` held out."""
-    k = max(2, round(1 / share))
+    smallest = int(np.bincount(targets[rows])[np.unique(targets[rows])].min())
+    k = max(2, min(round(1 / share), smallest))
     fold = stratified_folds(targets[rows], k, seed + 7919)
     return rows[fold != 0], rows[fold == 0]
 

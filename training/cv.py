@@ -20,9 +20,12 @@ are compared with a *paired* bootstrap of the accuracy difference on the same ph
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -53,17 +56,25 @@ def cross_validate(
     n_classes: int,
     seed: int,
     log: Callable[[str], None] = print,
+    cache_dir: Path | None = None,
 ) -> MethodResult:
-    """Train ``method`` once per fold; gather each photo's out-of-fold logits."""
+    """Train ``method`` once per fold; gather each photo's out-of-fold logits.
+
+    With ``cache_dir``, the per-epoch logits are kept there under a key of everything
+    that decides them (method, folds, seed, features), so a rerun reuses them.
+    """
     start = time.perf_counter()
-    per_epoch = np.zeros((method.epochs, len(targets), n_classes))
-    inner_best: list[int] = []
-    for i, train_rows, held_out in fold_indices(fold):
-        run = train_head(method, views, targets, train_rows, held_out, n_classes, seed + i)
-        per_epoch[:, held_out] = run.logits
-        if run.inner_accuracy is not None:  # today's recipe: first best epoch on the holdout
-            inner_best.append(int(np.argmax(run.inner_accuracy)) + 1)
-        log(f"  {method.name} fold {i}: {time.perf_counter() - start:.0f} s")
+    path = _cache_file(cache_dir, method, views, targets, fold, seed)
+    if path is not None and path.is_file():
+        saved = np.load(path)
+        per_epoch, inner_best, seconds = saved["per_epoch"], saved["inner_best"].tolist(), 0.0
+        log(f"  {method.name}: reused {path}")
+    else:
+        per_epoch, inner_best = _train_folds(method, views, targets, fold, n_classes, seed, log)
+        seconds = time.perf_counter() - start
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, per_epoch=per_epoch, inner_best=np.array(inner_best, dtype=int))
     correct = per_epoch.argmax(axis=2) == targets  # (epochs, N)
     epoch_accuracy = correct.mean(axis=1)
     if inner_best:
@@ -76,9 +87,30 @@ def cross_validate(
     oof = np.empty((len(targets), n_classes))
     for i, _, held_out in fold_indices(fold):
         oof[held_out] = per_epoch[fold_epochs[i] - 1, held_out]
-    return MethodResult(
-        method, oof, fold_epochs, epochs, epoch_accuracy, time.perf_counter() - start
-    )
+    return MethodResult(method, oof, fold_epochs, epochs, epoch_accuracy, seconds)
+
+
+def _train_folds(method, views, targets, fold, n_classes, seed, log):
+    start = time.perf_counter()
+    per_epoch = np.zeros((method.epochs, len(targets), n_classes), dtype=np.float32)
+    inner_best: list[int] = []
+    for i, train_rows, held_out in fold_indices(fold):
+        run = train_head(method, views, targets, train_rows, held_out, n_classes, seed + i)
+        per_epoch[:, held_out] = run.logits
+        if run.inner_accuracy is not None:  # today's recipe: first best epoch on the holdout
+            inner_best.append(int(np.argmax(run.inner_accuracy)) + 1)
+        log(f"  {method.name} fold {i}: {time.perf_counter() - start:.0f} s")
+    return per_epoch, inner_best
+
+
+def _cache_file(cache_dir, method, views, targets, fold, seed) -> Path | None:
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(json.dumps(method.to_dict(), sort_keys=True).encode())
+    for array in (targets, fold, *(views[v][:64] for v in method.views)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(f"{seed}:{len(views['orig'])}".encode())
+    return cache_dir / f"{method.name}-{digest.hexdigest()[:16]}.npz"
 
 
 def cross_fitted_temperature(
@@ -199,6 +231,7 @@ def run(
     n_classes: int,
     reference: str = "today",
     log: Callable[[str], None] = print,
+    cache_dir: Path | None = None,
 ) -> tuple[list[dict], dict[str, MethodResult], np.ndarray]:
     """Cross-validate every method on the same folds; rows of figures, results, folds."""
     fold = stratified_folds(targets, k, seed)
@@ -206,7 +239,9 @@ def run(
     rows = []
     for method in methods:
         log(f"{method.name}: {method.description}")
-        results[method.name] = cross_validate(method, views, targets, fold, n_classes, seed, log)
+        results[method.name] = cross_validate(
+            method, views, targets, fold, n_classes, seed, log, cache_dir
+        )
         rows.append(evaluate(results[method.name], targets, fold, seed=seed))
         log(f"  accuracy {rows[-1]['accuracy']:.4f} {rows[-1]['accuracy_ci']}")
     if reference in results:

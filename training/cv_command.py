@@ -107,6 +107,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         n_classes=len(dataset.labels),
         reference=args.reference,
+        cache_dir=args.output_dir / "folds",
     )
     if args.reference not in results:
         for row in rows:

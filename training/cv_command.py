@@ -1,4 +1,4 @@
-"""``python -m training cv``: cross-validate methods, report, (``--ship``) train the final model.
+"""Cross-validate methods over every labelled photo, report, and (``--ship``) train the final model.
 
 Shipping trains the chosen method's head on *every* labelled photo for the epoch count
 cross-validation chose, puts it on the frozen base as a complete ``.h5`` model, and
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training import calibration, cv, cv_report
 from training.methods import METHODS, Method
 
 DEFAULT_METHODS = tuple(METHODS)
+DESCRIPTION = __doc__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,14 +77,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(e.g. artifacts/training), with its calibration, for `python -m convert`",
     )
     p.add_argument("--ship-method", default=None, help="ship this method instead of the chosen one")
+    p.add_argument("--tf-log", action="store_true", help="show TensorFlow's C++ log lines")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.cv_command`` (the same as ``python -m training cv``)."""
     args = build_parser().parse_args(argv)
-    return run(args, argv)
+    return run(args, ["cv", *(sys.argv[1:] if argv is None else argv)])
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """Cross-validate, write the report, ship if asked; ``argv`` is recorded as the command."""
+    from training import calibration, cv, cv_report
+
     try:
         methods = [_method(name) for name in args.methods.split(",") if name.strip()]
     except ValueError as exc:
@@ -114,7 +119,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
             row.update(kept=False, gain_vs_reference=None, gain_ci=(0.0, 0.0))
     chosen = args.ship_method or cv.choose(rows, args.reference, _servable)
     report = {
-        "command": "python -m training cv " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m training " + shlex.join(sys.argv[1:] if argv is None else argv),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "k": args.k,
         "seed": args.seed,

@@ -63,12 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reference", default="today", help="the method gains are measured against")
     p.add_argument(
-        "--results-dir",
-        type=Path,
-        default=None,
-        help="also write a dated copy of the report here (e.g. docs/results)",
-    )
-    p.add_argument(
         "--ship",
         type=Path,
         default=None,
@@ -152,11 +146,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         row["reliability_png"] = f"reliability-{name}-calibrated.png"
     np.save(args.output_dir / "folds.npy", fold)
     paths = cv_report.write(report, args.output_dir)
-    if args.results_dir is not None:
-        stamp = datetime.now(UTC).date().isoformat()
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        (args.results_dir / f"cv-{stamp}.json").write_text(paths["json"].read_text())
-        (args.results_dir / f"cv-{stamp}.md").write_text(paths["md"].read_text())
     print(paths["md"].read_text(), flush=True)
     if args.ship is not None:
         row = next(r for r in rows if r["method"] == chosen)

@@ -32,10 +32,8 @@ def view_cache_path(
     cache_dir: Path | None, image_size: int, weights_fp: str, data_fp: str, split: str, view: str
 ) -> Path | None:
     """Where one split's features of ``view`` live (``orig``: the fast path's own file)."""
-    path = features.cache_path(cache_dir, image_size, weights_fp, data_fp, split)
-    if path is None or view == "orig":
-        return path
-    return path.with_name(path.name.replace("features-", f"features_{view}-", 1))
+    kind = "features" if view == "orig" else f"features_{view}"
+    return features.cache_path(cache_dir, image_size, weights_fp, data_fp, split, kind=kind)
 
 
 def stream_features(

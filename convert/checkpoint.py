@@ -155,7 +155,11 @@ def _calibration(record: Any, where: str) -> dict[str, Any]:
         return {}
     temperature = record.get("temperature", 1.0) if isinstance(record, dict) else None
     threshold = record.get("confidence_threshold") if isinstance(record, dict) else None
-    if not _number(temperature) or (threshold is not None and not _number(threshold)):
+    if (
+        not isinstance(temperature, int | float)
+        or isinstance(temperature, bool)
+        or (threshold is not None and not _number(threshold))
+    ):
         raise ConvertError(
             f"{where}: expected 'calibration' as {{'temperature': number, "
             f"'confidence_threshold': number or null}}. Received: {record!r}"

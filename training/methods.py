@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ class HeadRun:
 
     logits: np.ndarray  # (epochs, rows, classes) on the held-out rows
     inner_accuracy: np.ndarray | None  # (epochs,) on the inner holdout, if the method has one
-    top: object  # the trained keras head (last epoch)
+    top: Any  # the trained keras head (last epoch)
 
 
 def train_head(

@@ -90,7 +90,15 @@ def cross_validate(
     return MethodResult(method, oof, fold_epochs, epochs, epoch_accuracy, seconds)
 
 
-def _train_folds(method, views, targets, fold, n_classes, seed, log):
+def _train_folds(
+    method: Method,
+    views: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    fold: np.ndarray,
+    n_classes: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, list[int]]:
     start = time.perf_counter()
     per_epoch = np.zeros((method.epochs, len(targets), n_classes), dtype=np.float32)
     inner_best: list[int] = []
@@ -103,7 +111,14 @@ def _train_folds(method, views, targets, fold, n_classes, seed, log):
     return per_epoch, inner_best
 
 
-def _cache_file(cache_dir, method, views, targets, fold, seed) -> Path | None:
+def _cache_file(
+    cache_dir: Path | None,
+    method: Method,
+    views: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    fold: np.ndarray,
+    seed: int,
+) -> Path | None:
     if cache_dir is None:
         return None
     digest = hashlib.sha256(json.dumps(method.to_dict(), sort_keys=True).encode())

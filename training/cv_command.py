@@ -89,6 +89,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    names = [m.name for m in methods]
+    if args.ship_method is not None and args.ship_method not in names:
+        print(
+            f"error: Expected --ship-method among --methods {', '.join(names)}. "
+            f"Received: {args.ship_method!r}",
+            file=sys.stderr,
+        )
+        return 2
     from training import data, views
 
     dataset = data.scan(args.data_dir)
@@ -111,7 +119,12 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     if args.reference not in results:
         for row in rows:
             row.update(kept=False, gain_vs_reference=None, gain_ci=(0.0, 0.0))
-    chosen = args.ship_method or cv.choose(rows, args.reference, _servable)
+    if args.reference in results:
+        chosen = cv.choose(rows, args.reference, _servable)
+    else:  # nothing to compare with: the most accurate servable method of those run
+        servable = [r for r in rows if _servable(r)] or rows
+        chosen = max(servable, key=lambda r: r["accuracy"])["method"]
+    chosen = args.ship_method or chosen
     report = {
         "command": "python -m training " + shlex.join(sys.argv[1:] if argv is None else argv),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

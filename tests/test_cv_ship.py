@@ -92,3 +92,25 @@ def test_cv_on_tiny_data_reports_and_ships_a_calibrated_run(tmp_path: Path, data
     assert checkpoint.temperature == pytest.approx(row["temperature"])
     manifest = json.loads((ship / "manifest.json").read_text())
     assert manifest["runs"][0]["trained_on"].startswith("every labelled photo")
+
+
+def test_cv_help_names_its_options_without_loading_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "cv", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    for option in ("--k", "--seed", "--methods", "--ship", "--ship-method"):
+        assert option in done.stdout
+    code = "import sys, training.cv_command; print('tensorflow' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout == "False\n"
+
+
+def test_an_unknown_method_is_refused_with_the_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from training import cv_command
+
+    assert cv_command.main(["--methods", "today,magic"]) == 2
+    assert "Expected methods among today, all-rows" in capsys.readouterr().err

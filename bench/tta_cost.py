@@ -1,4 +1,4 @@
-"""Is test-time flip averaging affordable? int8 on (photo + mirror) vs onnxruntime fp32 on the photo.
+"""Is test-time flip averaging affordable? int8 on photo + mirror vs ORT fp32 on the photo.
 
 The gate (issue 13): serving with the flip must stay >= 2x faster than onnxruntime fp32
 without it. Both run interleaved on the same real test photos (batch 1 for fp32; the

@@ -10,8 +10,9 @@ import pytest
 
 from convert.checkpoint import find_checkpoint
 from convert.errors import ConvertError
-from convert.metadata import attach_metadata, make_metadata, read_metadata
+from convert.metadata import attach_metadata, make_metadata
 from lambda_function.model import Classifier
+from lambda_function.model_metadata import ModelMetadata
 from tests.datasets import copy_subset
 from tests.lambda_testing import build_model
 
@@ -44,7 +45,8 @@ def test_convert_carries_the_runs_calibration_into_the_onnx_metadata(tmp_path: P
     proto = onnx.load(str(model))
     attach_metadata(proto, make_metadata(checkpoint, opset=17))
     onnx.save(proto, str(model))
-    metadata = read_metadata(model)
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    metadata = ModelMetadata.from_props(props)
     assert (metadata.temperature, metadata.confidence_threshold) == (1.6, 0.85)
     assert Classifier.load(model).metadata.temperature == 1.6
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return code
     table = (args.output_dir / "cv.md").read_text()
-    body = table.split("\n", 1)[1]  # the report's own title line gives way to publish's
+    body = table[table.index("\n|") + 1 :]  # publish writes the title, date and command
     path = publish(
         "cv",
         "Cross-validation per method",

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32, int8 = session(args.model), session(args.model.with_name(f"{args.model.stem}.int8.onnx"))
     for s, x in ((fp32, pixels[0]), (int8, pairs[0])):  # warm-up
         s.run(None, {"input": x})
-    rounds = {"fp32 x1": [], "int8 x1": [], "int8 flip pair": []}
+    rounds: dict[str, list[float]] = {"fp32 x1": [], "int8 x1": [], "int8 flip pair": []}
     for _ in range(3):  # interleaved, so a busy moment hits every variant alike
         rounds["fp32 x1"].append(median_ms(lambda x: fp32.run(None, {"input": x}), pixels))
         rounds["int8 x1"].append(median_ms(lambda x: int8.run(None, {"input": x}), pixels))

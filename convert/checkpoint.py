@@ -46,6 +46,8 @@ class Checkpoint:
             sha256=self.sha256,
             run=self.run,
             manifest=self.manifest,
+            temperature=self.temperature,
+            confidence_threshold=self.confidence_threshold,
         )
 
 

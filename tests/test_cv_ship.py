@@ -43,7 +43,7 @@ def test_convert_carries_the_runs_calibration_into_the_onnx_metadata(tmp_path: P
     import onnx
 
     proto = onnx.load(str(model))
-    attach_metadata(proto, make_metadata(checkpoint, opset=17))
+    attach_metadata(proto, make_metadata(checkpoint.loaded(16), opset=17))
     onnx.save(proto, str(model))
     props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
     metadata = ModelMetadata.from_props(props)

@@ -32,6 +32,9 @@ class Checkpoint:
     sha256: str
     run: str | None = None  # the manifest's run name; None for a bare file
     manifest: Path | None = None
+    # Calibration fitted by `python -m training cv` (the run's "calibration"); none: 1.0, None.
+    temperature: float = 1.0
+    confidence_threshold: float | None = None
 
     def loaded(self, image_size: int) -> LoadedCheckpoint:
         """This checkpoint once its model is loaded and its input size known."""
@@ -43,6 +46,8 @@ class Checkpoint:
             sha256=self.sha256,
             run=self.run,
             manifest=self.manifest,
+            temperature=self.temperature,
+            confidence_threshold=self.confidence_threshold,
         )
 
 
@@ -142,7 +147,33 @@ def _checkpoint_of_run(
         sha256=sha256_file(path),
         run=str(name) if name is not None else None,
         manifest=manifest_path,
+        **_calibration(run.get("calibration"), where),
     )
+
+
+def _calibration(record: Any, where: str) -> dict[str, Any]:
+    """The run's ``calibration`` (temperature, confidence threshold), checked; {} if none."""
+    if record is None:
+        return {}
+    temperature = record.get("temperature", 1.0) if isinstance(record, dict) else None
+    threshold = record.get("confidence_threshold") if isinstance(record, dict) else None
+    if (
+        not isinstance(temperature, int | float)
+        or isinstance(temperature, bool)
+        or (threshold is not None and not _number(threshold))
+    ):
+        raise ConvertError(
+            f"{where}: expected 'calibration' as {{'temperature': number, "
+            f"'confidence_threshold': number or null}}. Received: {record!r}"
+        )
+    return {
+        "temperature": float(temperature),
+        "confidence_threshold": None if threshold is None else float(threshold),
+    }
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _from_model_file(path: Path, *, labels: Sequence[str] | None) -> Checkpoint:

@@ -45,6 +45,8 @@ def make_metadata(
         val_accuracy=checkpoint.val_accuracy,
         created_at=when,
         versions=library_versions(opset),
+        temperature=checkpoint.temperature,
+        confidence_threshold=checkpoint.confidence_threshold,
     )
 
 

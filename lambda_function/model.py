@@ -18,6 +18,7 @@ MISSING_MODEL_HINT = (
     "Build one with `make run` (train, then convert) or `python -m convert`, "
     "or point MODEL_PATH (or MODEL_S3_URI) at an ONNX model."
 )
+TOP_K = 3
 
 
 class Classifier:
@@ -51,9 +52,12 @@ class Classifier:
         return cls(session, metadata)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities, shape ``(N, labels)``, for a ``(N, S, S, 3)`` float32 batch."""
+        """Probabilities, shape ``(N, labels)``, for a ``(N, S, S, 3)`` float32 batch.
+
+        ``softmax(logits / temperature)``: the model's calibration (1.0 if it has none).
+        """
         (logits,) = self.session.run([self.metadata.output], {self.input_name: batch})
-        return softmax(np.asarray(logits, dtype=np.float64))
+        return softmax(np.asarray(logits, dtype=np.float64), self.metadata.temperature)
 
     def warm_up(self) -> None:
         """One inference on a blank image, so the first request does not pay for it."""
@@ -65,10 +69,17 @@ class Classifier:
         labels = self.metadata.labels
         best = int(np.argmax(probabilities))
         scores = zip(labels, probabilities.tolist(), strict=True)
+        ranked = np.argsort(-probabilities, kind="stable")[:TOP_K]
+        threshold = self.metadata.confidence_threshold
         return {
             "category": labels[best],
             "probability": round(float(probabilities[best]), 6),
             "scores": {label: round(p, 6) for label, p in scores},
+            "top3": [
+                {"category": labels[i], "probability": round(float(probabilities[i]), 6)}
+                for i in ranked
+            ],
+            "confident": threshold is not None and bool(probabilities[best] >= threshold),
             "model": {
                 "version": self.metadata.version or "unknown",
                 "image_size": self.metadata.image_size,
@@ -76,9 +87,10 @@ class Classifier:
         }
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature``, stable for large logits."""
+    scaled = logits / temperature
+    shifted = scaled - scaled.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
 

@@ -8,6 +8,7 @@ value is a string (ONNX metadata is a string map); lists and maps are JSON.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -38,6 +39,10 @@ class ModelMetadata:
     preprocessing: str = PREPROCESSING
     resize: str = RESIZE
     output: str = OUTPUT
+    # Calibration, fitted on out-of-fold predictions by `python -m training cv`. The
+    # defaults (no scaling, never `confident`) keep models converted before it loading.
+    temperature: float = 1.0  # probabilities are softmax(logits / temperature)
+    confidence_threshold: float | None = None  # top probability at which `confident`
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
@@ -47,6 +52,16 @@ class ModelMetadata:
         if not 1 <= self.image_size <= 2048:
             raise ModelMetadataError(
                 f"Expected an image size between 1 and 2048. Received: {self.image_size}"
+            )
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ModelMetadataError(
+                f"Expected a finite temperature > 0. Received: temperature={self.temperature!r}"
+            )
+        threshold = self.confidence_threshold
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ModelMetadataError(
+                "Expected a confidence threshold in [0, 1] (or none). "
+                f"Received: confidence_threshold={threshold!r}"
             )
         expected = {
             "layout": LAYOUT,
@@ -80,6 +95,10 @@ class ModelMetadata:
             "val_accuracy": "" if self.val_accuracy is None else repr(self.val_accuracy),
             "created_at": self.created_at,
             "versions": json.dumps(dict(self.versions), sort_keys=True),
+            "temperature": repr(self.temperature),
+            "confidence_threshold": (
+                "" if self.confidence_threshold is None else repr(self.confidence_threshold)
+            ),
         }
 
     @classmethod
@@ -100,6 +119,9 @@ class ModelMetadata:
             image_size = int(props["image_size"])
             versions = json.loads(props.get("versions") or "{}")
             val_accuracy = float(props["val_accuracy"]) if props.get("val_accuracy") else None
+            temperature = float(props.get("temperature") or 1.0)
+            threshold = props.get("confidence_threshold")
+            confidence_threshold = float(threshold) if threshold else None
         except ValueError as exc:
             raise ModelMetadataError(f"Malformed ONNX metadata: {exc}") from exc
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
@@ -117,4 +139,6 @@ class ModelMetadata:
             preprocessing=props["preprocessing"],
             resize=props["resize"],
             output=props["output"],
+            temperature=temperature,
+            confidence_threshold=confidence_threshold,
         )

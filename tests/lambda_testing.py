@@ -111,14 +111,18 @@ def body_of(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def assert_prediction(answer: dict[str, Any], labels: tuple[str, ...], image_size: int) -> None:
-    """``answer`` has the documented shape: best category, softmax scores over every label."""
-    assert set(answer) >= {"category", "probability", "scores", "model"}
+    """``answer`` has the documented shape: best category, softmax scores over every label,
+    the three most probable categories and the ``confident`` flag."""
+    assert set(answer) >= {"category", "probability", "scores", "top3", "confident", "model"}
     assert list(answer["scores"]) == list(labels)
     assert answer["category"] in labels
     assert answer["probability"] == max(answer["scores"].values())
     assert answer["scores"][answer["category"]] == answer["probability"]
     assert all(0.0 <= p <= 1.0 for p in answer["scores"].values())
     assert abs(sum(answer["scores"].values()) - 1.0) < 1e-4
+    ranked = sorted(answer["scores"].items(), key=lambda kv: -kv[1])[:3]
+    assert [(t["category"], t["probability"]) for t in answer["top3"]] == ranked
+    assert isinstance(answer["confident"], bool)
     assert answer["model"]["image_size"] == image_size
     assert isinstance(answer["model"]["version"], str) and answer["model"]["version"]
 

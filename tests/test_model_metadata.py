@@ -68,3 +68,34 @@ def test_bad_labels_are_rejected(labels: str) -> None:
 def test_bad_image_size_is_rejected(size: str) -> None:
     with pytest.raises(ModelMetadataError):
         ModelMetadata.from_props({**metadata().to_props(), "image_size": size})
+
+
+def test_calibration_round_trips() -> None:
+    calibrated = metadata(temperature=1.375, confidence_threshold=0.8125)
+    assert ModelMetadata.from_props(calibrated.to_props()) == calibrated
+
+
+def test_a_model_converted_before_calibration_still_loads_uncalibrated() -> None:
+    props = metadata().to_props()
+    del props["temperature"], props["confidence_threshold"]
+    loaded = ModelMetadata.from_props(props)
+    assert loaded.temperature == 1.0
+    assert loaded.confidence_threshold is None
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("temperature", 0.0, "Expected a finite temperature > 0. Received: temperature=0.0"),
+        ("temperature", float("nan"), "Received: temperature=nan"),
+        ("confidence_threshold", 1.5, "Received: confidence_threshold=1.5"),
+    ],
+)
+def test_bad_calibration_is_rejected(field: str, value: float, message: str) -> None:
+    with pytest.raises(ModelMetadataError, match=message.replace(".", r"\.")):
+        metadata(**{field: value})
+
+
+def test_malformed_temperature_is_a_metadata_error() -> None:
+    with pytest.raises(ModelMetadataError, match="Malformed ONNX metadata"):
+        ModelMetadata.from_props({**metadata().to_props(), "temperature": "warm"})

@@ -41,6 +41,9 @@ commands:
             each stage keeping the best of the ones before), write a results table
             (markdown, CSV, JSON) and learning-curve PNGs
   evaluate  score a manifest run's checkpoint on a split (default: best_run on test)
+  cv        stratified k-fold cross-validation over every labelled photo, per method
+            (accuracy, top-3, ECE with 95% intervals), calibration fitted out of fold;
+            --ship trains the chosen method on all photos for `python -m convert`
 
 Run `python -m training COMMAND --help` for each command's options.
 """
@@ -63,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "cv":
+        if not args.tf_log:
+            quiet_tensorflow()
+        from training import cv_command
+
+        return cv_command.run(args)
     try:
         options = to_options(args)
     except ValueError as exc:
@@ -123,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train on mirrored copies of the train images (a cached horizontal flip: "
         "one more pass over the train split, then epochs twice as long)",
     )
+    from training import cv_command
+
+    cross = sub.add_parser(
+        "cv",
+        help="cross-validate methods over every labelled photo; --ship the chosen one",
+        description=cv_command.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cv_command.add_arguments(cross)
     tune = sub.add_parser(
         "tune",
         help="sweep learning rate, inner size, dropout, augmentation",

@@ -88,6 +88,18 @@ def make_network(
     return Network(model=model, top=top, base=base)
 
 
+def make_top(
+    size_inner: int = 100, droprate: float = 0.2, n_classes: int = 10, *, l2: float = 0.0
+) -> keras.Model:
+    """The dense top alone (pooled features in, logits out), layer for layer the full model's.
+
+    Its weights fit ``make_network(...).top`` with the same settings (``set_weights``).
+    """
+    features = keras.Input((N_FEATURES,), name="features")
+    head = _head_layers(size_inner, droprate, n_classes, l2)
+    return keras.Model(features, _apply(head, features), name="top")
+
+
 def make_base(image_size: int, weights: str | Path | None = "imagenet") -> keras.Model:
     """Xception without its top, frozen (``trainable=False``)."""
     _check_image_size(image_size)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training import data, features
+from training import data, features, views
 from training.model import make_base, make_feature_extractor
 
 
@@ -61,15 +61,21 @@ class Workspace:
         return self._arrays[key]
 
     def features(self, split: str, image_size: int) -> np.ndarray:
-        """Pooled base features of a split (memory, then disk cache, else computed)."""
+        """Pooled base features of a split (memory, then disk cache, else computed).
+
+        Computed a batch of decoded photos at a time: the split's pixels are never all in
+        memory (the train split at 299 px is 0.8 GB as uint8).
+        """
         return self.remember(
             ("features", split, image_size),
-            lambda: features.cached_features(
-                make_feature_extractor(self.base(image_size)),
-                lambda: self.pixels(split, image_size),
-                len(self.dataset[split]),
-                self.cache_path(split, image_size),
-                desc=f"features {split}@{image_size}",
+            lambda: views.split_view_features(
+                self.dataset,
+                split,
+                "orig",
+                image_size,
+                lambda: make_feature_extractor(self.base(image_size)),
+                self.cache_dir,
+                self.weights_fingerprint,
             ),
         )
 

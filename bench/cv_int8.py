@@ -1,0 +1,147 @@
+"""Does int8 cost accuracy? Cross-validated, on the same folds as ``python -m training cv``.
+
+The int8 model's base is cut out of the converted ``model.int8.onnx`` (everything up to
+the head's first matrix product: the pooled 2048-d features as int8 inference computes
+them). Every photo goes through it once, with the serving preprocessing. Then, per fold,
+the chosen method's head is trained on the fp32 features of the other folds (for the
+fold's cross-fitted epoch count) and predicts the held-out photos twice: from the fp32
+features and from the int8 features. The difference is paired, photo by photo.
+
+The base is frozen and identical in every checkpoint, so the int8 base of any converted
+model stands for the shipped one; its quantisation ranges come from the activations of
+calibration photos, which the head does not change.
+
+    python -m bench.cv_int8 [--model artifacts/model/model.int8.onnx] [--method flip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.results import SCRATCH, publish
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pooled_tensor(model) -> str:
+    """The float input of the head's first matrix product: the pooled base features."""
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            return node.input[0]
+    raise ValueError("Expected a MatMul or Gemm (the dense head) in the model. Found none.")
+
+
+def base_model(source: Path, target: Path) -> Path:
+    """``source`` cut at its pooled features (input ``input``, output the pooled tensor)."""
+    import onnx
+    from onnx.utils import extract_model
+
+    name = pooled_tensor(onnx.load(str(source)))
+    extract_model(str(source), str(target), ["input"], [name])
+    return target
+
+
+def features(session, files: list[Path], image_size: int, batch: int = 16) -> np.ndarray:
+    from lambda_function.preprocessing import load_pixels, scale
+
+    name = session.get_inputs()[0].name
+    out = []
+    started = time.perf_counter()
+    for start in range(0, len(files), batch):
+        pixels = np.stack(
+            [load_pixels(p.read_bytes(), image_size) for p in files[start : start + batch]]
+        )
+        (pooled,) = session.run(None, {name: scale(pixels)})
+        out.append(np.asarray(pooled, dtype=np.float32).reshape(len(pixels), -1))
+        done = start + len(pixels)
+        rate = done / (time.perf_counter() - started)
+        print(f"\rint8 features {done}/{len(files)} ({rate:.1f} img/s)", end="", flush=True)
+    print()
+    return np.concatenate(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cv_int8", description=__doc__)
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model/model.int8.onnx"))
+    parser.add_argument("--cv-dir", type=Path, default=Path("artifacts/cv"))
+    parser.add_argument("--method", default=None, help="default: the report's chosen method")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "")))
+    parser.add_argument("--cache-dir", type=Path, default=Path("artifacts/cache"))
+    args = parser.parse_args(argv)
+    import onnxruntime as ort
+
+    from training import data, views
+    from training.folds import bootstrap_interval, fold_indices
+    from training.methods import METHODS, predict, train_head
+
+    report = json.loads((args.cv_dir / "cv.json").read_text())
+    name = args.method or report["chosen"]
+    row = next(r for r in report["methods"] if r["method"] == name)
+    method = METHODS[name]
+    dataset = data.scan(args.data_dir)
+    files = [f for split in dataset.splits for f in dataset[split].files]
+    cache = args.cache_dir / f"features_int8-{report['image_size']}-{dataset.fingerprint[:16]}.npy"
+    if cache.is_file():
+        int8 = np.load(cache)
+    else:
+        cut = base_model(args.model, SCRATCH / "int8-base.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        session = ort.InferenceSession(str(cut), options, providers=["CPUExecutionProvider"])
+        int8 = features(session, files, report["image_size"])
+        np.save(cache, int8)
+    by_view, targets = views.labelled_features(
+        dataset,
+        method.views,
+        report["image_size"],
+        os.environ.get("XCEPTION_WEIGHTS"),
+        args.cache_dir,
+    )
+    fold = np.load(args.cv_dir / "folds.npy")
+    fp32_pred = np.empty(len(targets), dtype=int)
+    int8_pred = np.empty(len(targets), dtype=int)
+    int8_views = {"orig": int8}
+    for i, train_rows, held_out in fold_indices(fold):
+        fixed = replace(method, epochs=row["fold_epochs"][i], inner_holdout=0.0)
+        head = train_head(
+            fixed, by_view, targets, train_rows, held_out[:0], len(dataset.labels), 1 + i
+        ).top
+        fp32_pred[held_out] = predict(head, by_view, held_out, False).argmax(axis=1)
+        int8_pred[held_out] = predict(head, int8_views, held_out, False).argmax(axis=1)
+    fp32_right, int8_right = fp32_pred == targets, int8_pred == targets
+    diff = int8_right.astype(float) - fp32_right
+    result = {
+        "method": name,
+        "photos": len(targets),
+        "fp32_accuracy": float(fp32_right.mean()),
+        "int8_accuracy": float(int8_right.mean()),
+        "int8_minus_fp32": float(diff.mean()),
+        "int8_minus_fp32_ci": bootstrap_interval(diff),
+        "agreement": float((fp32_pred == int8_pred).mean()),
+        "max_abs_feature_diff": float(np.abs(int8 - by_view["orig"]).max()),
+    }
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    (SCRATCH / "cv_int8.json").write_text(json.dumps(result, indent=1))
+    lo, hi = result["int8_minus_fp32_ci"]
+    table = (
+        "| method | photos | fp32 top-1 (OOF) | int8 top-1 (OOF) | int8 - fp32 (95% CI) "
+        "| same answer |\n|---|---|---|---|---|---|\n"
+        f"| {name} | {len(targets)} | {result['fp32_accuracy']:.4f} | "
+        f"{result['int8_accuracy']:.4f} | "
+        f"{result['int8_minus_fp32']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {result['agreement']:.4f} |\n"
+    )
+    print(table)
+    print(f"published {publish('cv-int8', 'int8 vs fp32, cross-validated', table)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""From cross-validation to the served model: report, shipped run, calibration in ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.checkpoint import find_checkpoint
+from convert.errors import ConvertError
+from convert.metadata import attach_metadata, make_metadata
+from lambda_function.model import Classifier
+from lambda_function.model_metadata import ModelMetadata
+from tests.datasets import copy_subset
+from tests.lambda_testing import build_model
+
+LABELS = ["hat", "pants", "shoes"]
+
+
+def write_run(root: Path, calibration: object) -> None:
+    (root / "runs").mkdir(parents=True)
+    (root / "runs" / "m.h5").write_bytes(b"weights")
+    run = {
+        "name": "cv_flip",
+        "config": {"image_size": 16},
+        "labels": LABELS,
+        "best_checkpoint": "runs/m.h5",
+        "best_val_accuracy": 0.91,
+    }
+    if calibration is not None:
+        run["calibration"] = calibration
+    (root / "manifest.json").write_text(json.dumps({"runs": [run], "best_run": "cv_flip"}))
+
+
+def test_convert_carries_the_runs_calibration_into_the_onnx_metadata(tmp_path: Path) -> None:
+    write_run(tmp_path, {"temperature": 1.6, "confidence_threshold": 0.85})
+    checkpoint = find_checkpoint(tmp_path)
+    assert (checkpoint.temperature, checkpoint.confidence_threshold) == (1.6, 0.85)
+    model = tmp_path / "model.onnx"
+    build_model(model, labels=tuple(LABELS), image_size=16)
+    import onnx
+
+    proto = onnx.load(str(model))
+    attach_metadata(proto, make_metadata(checkpoint.loaded(16), opset=17))
+    onnx.save(proto, str(model))
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    metadata = ModelMetadata.from_props(props)
+    assert (metadata.temperature, metadata.confidence_threshold) == (1.6, 0.85)
+    assert Classifier.load(model).metadata.temperature == 1.6
+
+
+def test_a_run_without_calibration_converts_uncalibrated(tmp_path: Path) -> None:
+    write_run(tmp_path, None)
+    checkpoint = find_checkpoint(tmp_path)
+    assert (checkpoint.temperature, checkpoint.confidence_threshold) == (1.0, None)
+
+
+@pytest.mark.parametrize("calibration", [{"temperature": "hot"}, [1.5], {"temperature": True}])
+def test_a_malformed_calibration_is_named(tmp_path: Path, calibration: object) -> None:
+    write_run(tmp_path, calibration)
+    with pytest.raises(ConvertError, match="expected 'calibration' as"):
+        find_checkpoint(tmp_path)
+
+
+@pytest.mark.slow
+def test_cv_on_tiny_data_reports_and_ships_a_calibrated_run(tmp_path: Path, data_dir: Path) -> None:
+    from training import cv_command
+    from training.folds import stratified_folds
+
+    data = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4)
+    out, ship = tmp_path / "cv", tmp_path / "training"
+    argv = [
+        *("--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "3"),
+        *("--seed", "5", "--methods", "today,flip", "--output-dir", str(out)),
+        *("--ship", str(ship), "--ship-method", "flip"),
+    ]
+    assert cv_command.main(argv) == 0
+    report = json.loads((out / "cv.json").read_text())
+    assert report["n_photos"] == 36 and report["k"] == 3
+    assert [row["method"] for row in report["methods"]] == ["today", "flip"]
+    targets = np.repeat(np.arange(3), 4)
+    targets = np.concatenate([targets, targets, targets])  # train, validation, test in order
+    assert np.array_equal(np.load(out / "folds.npy"), stratified_folds(targets, 3, seed=5))
+    assert np.load(out / "oof-flip.npy").shape == (36, 3)
+    assert (out / "reliability-flip-calibrated.png").stat().st_size > 1000
+    row = report["methods"][1]
+    for key in ("accuracy", "accuracy_ci", "top3", "ece", "ece_calibrated", "temperature"):
+        assert key in row
+    assert row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
+    checkpoint = find_checkpoint(ship)
+    assert checkpoint.run == "cv_flip_s71_all"
+    assert checkpoint.temperature == pytest.approx(row["temperature"])
+    manifest = json.loads((ship / "manifest.json").read_text())
+    assert manifest["runs"][0]["trained_on"].startswith("every labelled photo")
+
+
+def test_cv_help_names_its_options_without_loading_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "cv", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    for option in ("--k", "--seed", "--methods", "--ship", "--ship-method"):
+        assert option in done.stdout
+    code = "import sys, training.cv_command; print('tensorflow' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout == "False\n"
+
+
+def test_an_unknown_method_is_refused_with_the_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from training import cv_command
+
+    assert cv_command.main(["--methods", "today,magic"]) == 2
+    assert "Expected methods among today, all-rows" in capsys.readouterr().err

@@ -38,7 +38,10 @@ class _LambdaInvokeApi(BaseHTTPRequestHandler):
         self.send_response(202)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        uploads.lambda_handler(payload, FakeContext())
+        try:
+            uploads.lambda_handler(payload, FakeContext())
+        finally:
+            self.server.handled.release()  # the invocation has run (as Lambda's would, later)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -48,6 +51,7 @@ class _LambdaInvokeApi(BaseHTTPRequestHandler):
 def aws(tiny_model: Path) -> Iterator[dict[str, Any]]:
     lambda_api = ThreadingHTTPServer(("127.0.0.1", 0), _LambdaInvokeApi)
     lambda_api.invocations = []  # type: ignore[attr-defined]
+    lambda_api.handled = threading.Semaphore(0)  # type: ignore[attr-defined]
     threading.Thread(target=lambda_api.serve_forever, args=(0.02,), daemon=True).start()
     with aws_local.moto_endpoint(), pytest.MonkeyPatch.context() as patch:
         patch.setenv("MODEL_PATH", str(tiny_model))
@@ -85,6 +89,8 @@ def test_a_redriven_event_is_invoked_again_stored_and_removed_from_the_queue(
     tally = redrive.redrive(queue, FUNCTION)
 
     assert (tally.redriven, tally.kept) == (2, 0)
+    # Lambda answers an asynchronous invocation before it runs: wait for both runs to end.
+    assert all(aws["lambda_api"].handled.acquire(timeout=60) for _ in range(2))
     calls = aws["lambda_api"].invocations[-2:]
     assert {path for path, _, _ in calls} == {f"/2015-03-31/functions/{FUNCTION}/invocations"}
     assert {kind for _, kind, _ in calls} == {"Event"}

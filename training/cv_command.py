@@ -10,7 +10,6 @@ which ``python -m convert`` writes into the ONNX metadata.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shlex
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lambda_function import files
 from training.methods import METHODS, Method
 
 DEFAULT_METHODS = tuple(METHODS)
@@ -267,7 +267,7 @@ def _manifest_entry(name, checkpoint, args, method, row, epochs, seconds, datase
         "trained_on": "every labelled photo (train + validation + test)",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": files.sha256_file(checkpoint),
     }
 
 
@@ -289,11 +289,6 @@ def _method(name: str) -> Method:
 
 def _weights(value: str | None) -> str | None:
     return None if value is None or str(value).lower() == "none" else value
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 if __name__ == "__main__":

@@ -84,10 +84,7 @@ def split_view_features(
         extractor(), files, image_size, view, desc=f"features[{view}] {split}@{image_size}"
     )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, computed)
-        tmp.replace(path)
+        data.save_array(path, computed)
     return computed
 
 

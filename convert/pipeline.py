@@ -13,6 +13,7 @@ variant ``serve.onnx`` is.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sys
@@ -21,6 +22,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from convert.checkpoint import LoadedCheckpoint, find_checkpoint
 from convert.errors import ConvertError, VerificationError
@@ -111,6 +114,10 @@ def run(options: Options) -> Report:
         timings_s={"load_keras": load_s, "convert": time.perf_counter() - clock},
     )
     verification, onnx_size = _verify_and_place(proto, model, photos, options)
+    del model, proto
+    _release_tensorflow()
+    if not options.optimize:  # only the optimised variant compares its inputs with Keras
+        verification = replace(verification, inputs=np.zeros(0))
     report = replace(
         report,
         verification=verification,
@@ -161,6 +168,14 @@ def _verify_and_place(
         if verification.passed:
             staged.replace(options.output)
     return verification, size
+
+
+def _release_tensorflow() -> None:
+    """Free the Keras model and TensorFlow's graphs before the onnxruntime stages."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def _remove_older_variants(options: Options) -> None:

@@ -11,8 +11,13 @@ QDQ quantisation needs at least 13.
 
 from __future__ import annotations
 
+import copy
+import gc
 import logging
-from typing import TYPE_CHECKING
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from lambda_function.model_metadata import OUTPUT
 
@@ -38,10 +43,36 @@ def keras_to_onnx(model: keras.Model, image_size: int, opset: int = OPSET) -> on
         )
     tf2onnx.logging.set_level(logging.ERROR)
     signature = (tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name=INPUT_NAME),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    with _collected_graph_copies():
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     rename_output(proto, OUTPUT)
     name_batch_dimension(proto, BATCH_DIM)
     return proto
+
+
+@contextmanager
+def _collected_graph_copies() -> Iterator[None]:
+    """Free each discarded copy of the graph before tf2onnx makes the next one.
+
+    tf2onnx's optimiser loop deep-copies the whole graph, weights included, before each of
+    its optimisers. A discarded copy is a reference cycle (graph <-> nodes), freed only by a
+    full garbage collection, which Python runs rarely with TensorFlow's many objects alive:
+    on Xception 5 GB of copies piled up. Collecting before each copy keeps about two, and
+    the graph tf2onnx returns is the same.
+    """
+    import tf2onnx.optimizer
+
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+        gc.collect()
+        return copy.deepcopy(value, memo)
+
+    module = tf2onnx.optimizer.copy
+    tf2onnx.optimizer.copy = types.SimpleNamespace(deepcopy=deepcopy)
+    try:
+        yield
+    finally:
+        tf2onnx.optimizer.copy = module
+        gc.collect()
 
 
 def rename_output(proto: onnx.ModelProto, name: str) -> None:

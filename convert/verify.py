@@ -122,14 +122,14 @@ def reference_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:
     """The reference pipeline: ``load_img`` (NEAREST) + ``xception.preprocess_input``."""
     import keras
 
-    images = []
-    for photo in progress(photos, "Keras inputs"):
+    images = np.empty((len(photos), size, size, 3), dtype="float32")  # one copy, filled
+    for i, photo in enumerate(progress(photos, "Keras inputs")):
         try:
             image = keras.utils.load_img(photo.path, target_size=(size, size))
         except (OSError, ValueError, SyntaxError) as exc:
             raise ConvertError(f"{photo.path}: not a readable image ({exc})") from exc
-        images.append(np.array(image, dtype="float32"))
-    return keras.applications.xception.preprocess_input(np.stack(images))
+        images[i] = np.asarray(image, dtype="float32")
+    return keras.applications.xception.preprocess_input(images)
 
 
 def serving_inputs(photos: Sequence[Photo], size: int) -> np.ndarray:

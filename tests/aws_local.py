@@ -49,6 +49,8 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto keeps its accounts in the process: start every block from an empty one
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     saved = {name: os.environ.get(name) for name in [*AWS_ENV, "AWS_ENDPOINT_URL"]}
     os.environ.update({**AWS_ENV, "AWS_ENDPOINT_URL": endpoint})
     clear_clients()

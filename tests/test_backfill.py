@@ -217,3 +217,17 @@ def test_a_transient_failure_in_a_batch_is_an_error_the_map_retries(
         "ItemProcessor"
     ]["States"]["ClassifyBatch"]["Retry"][0]
     assert type(raised.value).__name__ in retry["ErrorEquals"]  # Lambda's errorType
+
+
+def test_a_stack_without_outputs_has_none(catalogue: dict[str, Any]) -> None:
+    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
+    boto3.client("cloudformation").create_stack(
+        StackName="no-outputs", TemplateBody=json.dumps(template)
+    )
+    assert backfill.stack_outputs("no-outputs") == {}
+
+
+def test_the_help_says_what_each_option_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        backfill.parse_args(["--help"])
+    assert "batches in flight at once (Map MaxConcurrency)" in capsys.readouterr().out

@@ -170,3 +170,14 @@ def test_sixteen_bit_values_map_to_the_rounded_eight_bit_tone() -> None:
     np.testing.assert_array_equal(eight[0], np.rint(values[0] / 65535 * 255).astype(np.uint8))
     wide = Image.fromarray(np.array([[-5, 70000]], dtype=np.int32), mode="I")
     assert np.asarray(pp.to_rgb(wide))[0, :, 0].tolist() == [0, 255]  # clipped, then scaled
+
+
+def test_an_image_outside_the_one_allowed_format_is_refused_by_name() -> None:
+    with pytest.raises(pp.ImageError, match=r"Expected a JPEG image\. Received"):
+        pp.decode_image(encode(Image.new("RGB", (8, 8)), "PNG"), formats=("JPEG",))
+
+
+def test_a_palette_with_a_transparent_index_is_a_transparency_correction() -> None:
+    image = Image.new("P", (8, 8))
+    image.info["transparency"] = 0
+    assert pp.corrections(image) == {"transparency"}

@@ -138,3 +138,28 @@ def test_the_record_file_is_what_lambda_destinations_send() -> None:
         "responsePayload",
     }
     assert uploads.is_s3_notification(record["requestPayload"])
+
+
+def test_a_failed_event_is_described_by_its_error_and_every_object_it_names() -> None:
+    record = copy.deepcopy(load_event("upload-failure-record.json"))
+    record["requestPayload"]["Records"].append({"s3": {"bucket": {"name": BUCKET}}})
+    record["requestPayload"]["Items"] = [{"Key": "catalogue/hat.jpg"}, {"Size": 3}]
+
+    line = redrive.describe(record)
+
+    assert line.startswith("2026-12-01T14:11:05.568Z RetriesExhausted after 3 tries: ")
+    assert "TransientError: 1 of 1 photos failed transiently" in line
+    assert line.endswith("[uploads/seller-42/photo.jpg, ?, catalogue/hat.jpg, ?]")
+
+
+def test_a_redrive_that_keeps_records_says_so_and_fails(
+    aws: dict[str, Any], queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws["sqs"].send_message(QueueUrl=queue, MessageBody="hello")
+
+    assert redrive.main([queue, FUNCTION]) == 1
+
+    assert capsys.readouterr().out.splitlines() == [
+        "not an invocation record",
+        "0 events sent again; 1 kept.",
+    ]

@@ -19,6 +19,7 @@ import pytest
 
 from lambda_function import handler, uploads
 from lambda_function.failures import TransientError
+from lambda_function.photos import Photo
 from tests import aws_local
 from tests.aws_local import (
     create_results_table,
@@ -159,6 +160,19 @@ def test_the_event_file_shapes_are_understood() -> None:
     assert batch[0].uploaded_at == "2025-12-01T12:05:31+00:00"
 
 
+def test_a_record_without_an_etag_names_none() -> None:
+    event = aws_local.load_event("s3-put-versioned.json")
+    del event["Records"][0]["s3"]["object"]["eTag"]
+    assert uploads.photos_from_notification(event)[0].etag == ""
+
+
+def test_a_photo_is_described_by_its_uri_and_version_when_it_has_one() -> None:
+    photo = Photo(bucket="shop", key="uploads/red.jpg", etag="abc")
+    assert photo.describe() == "s3://shop/uploads/red.jpg"
+    versioned = Photo(bucket="shop", key="uploads/red.jpg", etag="abc", version_id="v2")
+    assert versioned.describe() == "s3://shop/uploads/red.jpg (version v2)"
+
+
 def test_s3s_test_event_is_acknowledged_without_a_row(aws: dict[str, Any]) -> None:
     event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": aws["bucket"]}
     assert uploads.is_s3_notification(event)
@@ -284,7 +298,10 @@ def test_a_throttled_table_write_raises_and_a_redelivery_leaves_one_row(
 
 
 def test_one_throttled_photo_fails_the_event_after_the_others_are_stored(
-    aws: dict[str, Any], endpoint: str, monkeypatch: pytest.MonkeyPatch
+    aws: dict[str, Any],
+    endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     red = upload(aws, "uploads/red.jpg", image_bytes(RED))
     blue = upload(aws, "uploads/blue.jpg", image_bytes(BLUE))
@@ -297,6 +314,8 @@ def test_one_throttled_photo_fails_the_event_after_the_others_are_stored(
         )
         with pytest.raises(TransientError, match="1 of 2 photos"):
             deliver(many_records(red, blue))
+        (warning,) = [json.loads(r.message) for r in caplog.records if r.levelname == "WARNING"]
+        assert warning["stored"] == 1 and "uploads/blue.jpg" in warning["transient"][0]
         assert [row["key"] for row in rows(aws["table"])] == ["uploads/red.jpg"]
 
         proxy.fault = None
@@ -307,6 +326,23 @@ def test_one_throttled_photo_fails_the_event_after_the_others_are_stored(
         "uploads/blue.jpg": "written",
     }
     assert sorted(row["category"] for row in rows(aws["table"])) == ["dress", "longsleeve"]
+
+
+def test_a_duplicate_delivery_is_answered_from_the_table_without_reading_the_photo(
+    aws: dict[str, Any],
+) -> None:
+    event = upload(aws, "uploads/red.jpg", image_bytes(RED))
+    first = deliver(event)["photos"][0]
+    aws["s3"].delete_object(Bucket=aws["bucket"], Key="uploads/red.jpg")
+
+    (again,) = deliver(event)["photos"]
+
+    assert again == {
+        "key": "uploads/red.jpg",
+        "etag": first["etag"],
+        "status": "done",
+        "row": "unchanged",
+    }
 
 
 def test_an_s3_outage_raises_and_writes_nothing(

@@ -429,3 +429,8 @@ def test_an_s3_url_is_read_from_an_allowed_bucket_head_first(configure, monkeypa
     assert invoke({"url": "s3://shop-uploads/listing/1.jpg"})["category"] == LABELS[2]
     assert_error(invoke({"url": "s3://other-bucket/listing/1.jpg"}), "url_not_allowed")
     assert calls == ["head shop-uploads/listing/1.jpg", "get shop-uploads/listing/1.jpg"]
+
+
+def test_a_local_call_without_a_lambda_context_gets_an_answer(configure) -> None:
+    image = base64.b64encode(image_bytes(RED)).decode("ascii")
+    assert handler.lambda_handler({"image": image}, None)["category"] == LABELS[0]

@@ -5,8 +5,8 @@
 mutmut (pinned in the ``dev`` extra, configured under ``[tool.mutmut]`` in pyproject.toml)
 copies the package to ``mutants/`` and generates every mutant. This picks a seeded random
 sample of their names, runs those not yet checked (and the survivors, which a test added
-since may kill) for at most ``--minutes`` (so that a
-run fits one turn of the shared heavy lock; run it again to go on), then prints the score
+since may kill) for at most ``--minutes`` (so that a run fits one turn of the shared heavy
+lock; run it again to go on), then prints the score
 over the sample: killed / (killed + survived), timeouts counting as killed. Survivors are
 listed for review (``mutmut show NAME``): an equivalent one is set aside in
 ``EQUIVALENT`` below with the reason, every other one deserves a test.

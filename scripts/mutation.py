@@ -28,6 +28,10 @@ EQUIVALENT: dict[str, str] = {
     "lambda_function.results.x_to_attribute__mutmut_5": (
         "repr(float) -> str(float): the same text for every float since Python 3.2"
     ),
+    "lambda_function.fetch.dns.x_resolve_checked__mutmut_23": (
+        "transient=True -> None on EAI_AGAIN: only fetch.http's retry loop reads `transient`, "
+        "and name resolution happens before it, so the flag is never consulted"
+    ),
 }
 """Mutant name -> why no test can tell it from the original (reviewed by hand)."""
 

@@ -725,6 +725,7 @@ def test_a_batch_of_names_that_never_resolve_cannot_deny_the_next_request(
         batch = invoke({"urls": [f"http://hang-{i}.test/a.jpg" for i in range(8)]})
         assert {item["status"] for item in batch["results"]} == {504}
         assert len(hung) == fetch_dns.LOOKUPS_PER_REQUEST  # the rest waited their turn
+        assert "Resolving 'hang-0.test' took longer than" in str(batch["results"][0])
         answer = invoke({"url": f"http://shop.test:{public.port}/a.jpg"})
         assert status_of(answer)[0] == 200
     finally:

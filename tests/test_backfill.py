@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,15 @@ def test_the_help_says_what_each_option_does(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         backfill.parse_args(["--help"])
     assert "batches in flight at once (Map MaxConcurrency)" in capsys.readouterr().out
+
+
+def test_each_batch_logs_one_line_that_names_it_a_backfill(
+    catalogue: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lambda_function")
+    (batch, *_) = batches()
+
+    uploads.lambda_handler(batch, FakeContext())
+
+    (line,) = [json.loads(r.message) for r in caplog.records if '"event"' in r.message]
+    assert line["event"] == "backfill"

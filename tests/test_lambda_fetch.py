@@ -605,3 +605,15 @@ def test_a_retry_after_longer_than_the_jitter_is_waited_in_full(monkeypatch) -> 
     with serving({"/x": send(b"busy", status=429, Retry_After="2")}) as server:
         refused(server.url("/x"), policy(retries=1, backoff_s=0.01), soon(10))
     assert slept == [2.0]
+
+
+def test_a_watchdog_due_before_its_connection_is_attached_fires_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lambda_function.fetch.connection import Watchdog
+
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    with Watchdog(time.monotonic()) as watchdog:
+        watchdog._timer.join(2)
+    assert watchdog.fired and errors == []

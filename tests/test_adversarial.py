@@ -680,6 +680,11 @@ def test_events_that_once_were_500s_are_4xx(strict, event, expected) -> None:
         assert (response["statusCode"], body["error"]["code"]) == expected
 
 
+def test_a_lone_surrogate_in_a_url_is_named_in_the_answer(strict) -> None:
+    body = body_of(invoke(_api('{"url": "http://example.com/\\ud800.jpg"}')))
+    assert body["error"]["message"].startswith("Expected a URL of Unicode text.")
+
+
 @pytest.mark.parametrize("location", ["http://[::1/a.jpg", "http://[v1.x]:80/", "//[/a"])
 def test_a_redirect_to_a_malformed_url_is_a_422(strict, public, location: str) -> None:
     public.routes["/r"] = redirect(location)

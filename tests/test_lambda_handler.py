@@ -434,3 +434,8 @@ def test_an_s3_url_is_read_from_an_allowed_bucket_head_first(configure, monkeypa
 def test_a_local_call_without_a_lambda_context_gets_an_answer(configure) -> None:
     image = base64.b64encode(image_bytes(RED)).decode("ascii")
     assert handler.lambda_handler({"image": image}, None)["category"] == LABELS[0]
+
+
+def test_a_model_loads_with_one_thread_each_unless_told(tiny_model) -> None:
+    options = Classifier.load(tiny_model).session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)

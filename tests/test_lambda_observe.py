@@ -245,7 +245,6 @@ def test_an_unloadable_model_gives_an_init_failure_line_with_its_reason() -> Non
 
 
 def test_outside_lambda_the_metrics_are_filed_under_local() -> None:
-    line = {"status": 200, "source": "direct", "code": "", "total_ms": 1.0, "cold_start": False}
-    document = observe.with_metrics(line, environ={})
+    document = observe.init_failure(ValueError("no model"), environ={})
     assert document["Function"] == "local"
     assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == observe.DEFAULT_NAMESPACE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -181,3 +182,14 @@ def test_a_palette_with_a_transparent_index_is_a_transparency_correction() -> No
     image = Image.new("P", (8, 8))
     image.info["transparency"] = 0
     assert pp.corrections(image) == {"transparency"}
+
+
+def test_exif_that_pillow_only_warns_about_still_decodes() -> None:
+    description = struct.pack(">HHII", 0x010E, 2, 100, 0x100)  # 100 bytes past the end
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01" + description + b"\x00" * 4
+    data = encode(Image.new("RGB", (8, 8), "red"), "PNG", exif=exif)
+
+    with pytest.warns(UserWarning, match="Tag data larger than file"):
+        image = pp.decode_image(data)
+
+    assert image.size == (8, 8)

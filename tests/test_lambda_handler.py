@@ -404,6 +404,8 @@ def test_hardening_settings_are_read_and_checked() -> None:
     assert (config.fetch_retries, config.s3_allowed_buckets) == (0, ("shop", "models"))
     assert Config.from_env({}).s3_allowed_buckets == ()
     assert Config.from_env({"MAX_IMAGE_BYTES": "1000"}).upload_cap == 1000
+    uri = "s3://models/fashion/serve.onnx"
+    assert Config.from_env({"MODEL_S3_URI": uri}).model_s3_uri == uri
     with pytest.raises(ValueError, match=r"FETCH_RETRIES.*Received: '9'"):
         Config.from_env({"FETCH_RETRIES": "9"})
 

@@ -406,6 +406,7 @@ def test_hardening_settings_are_read_and_checked() -> None:
     assert Config.from_env({"MAX_IMAGE_BYTES": "1000"}).upload_cap == 1000
     uri = "s3://models/fashion/serve.onnx"
     assert Config.from_env({"MODEL_S3_URI": uri}).model_s3_uri == uri
+    assert Config.from_env({"FETCH_MAX_REDIRECTS": "0"}).max_redirects == 0
     with pytest.raises(ValueError, match=r"FETCH_RETRIES.*Received: '9'"):
         Config.from_env({"FETCH_RETRIES": "9"})
 

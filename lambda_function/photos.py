@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from lambda_function import aws
 from lambda_function.failures import PermanentError, TransientError, from_s3_error
 
 UPLOAD, BACKFILL = "upload", "backfill"
@@ -81,15 +82,4 @@ def _too_large(photo: Photo, size: int, max_bytes: int) -> PermanentError:
 @functools.cache
 def s3_client() -> Any:
     """The process's S3 client: short timeouts, botocore's standard retries, a wide pool."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        config=BotoConfig(
-            connect_timeout=3,
-            read_timeout=10,
-            retries={"total_max_attempts": 3, "mode": "standard"},
-            max_pool_connections=32,
-        ),
-    )
+    return aws.client("s3", connect_timeout_s=3, read_timeout_s=10, attempts=3, pool=32)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lambda_function import aws
 from lambda_function.failures import PermanentError, TransientError, aws_error_code
 from lambda_function.photos import Photo
 
@@ -174,15 +175,4 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def dynamodb_client() -> Any:
     """The process's DynamoDB client: short timeouts, botocore's standard retries."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "dynamodb",
-        config=BotoConfig(
-            connect_timeout=3,
-            read_timeout=5,
-            retries={"total_max_attempts": 3, "mode": "standard"},
-            max_pool_connections=32,
-        ),
-    )
+    return aws.client("dynamodb", connect_timeout_s=3, read_timeout_s=5, attempts=3, pool=32)

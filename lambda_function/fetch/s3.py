@@ -7,6 +7,7 @@ import math
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from lambda_function import aws
 from lambda_function.errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -86,14 +87,6 @@ def _s3_for(policy: FetchPolicy, deadline: float) -> Any:
 @functools.cache
 def s3_client(connect_timeout_s: float, read_timeout_s: float, attempts: int = 2) -> Any:
     """One boto3 S3 client per timeout setting (boto3 is imported only when s3:// is used)."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        config=BotoConfig(
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
-            retries={"total_max_attempts": attempts, "mode": "standard"},
-        ),
+    return aws.client(
+        "s3", connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, attempts=attempts
     )

@@ -9,13 +9,15 @@ that is skipped is not a check.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.lambda_testing import build_model
+from tests.lambda_testing import BLUE, GREEN, RED, build_model, image_bytes, send, serving
 
 SPLITS = ("train", "validation", "test")
 
@@ -78,3 +80,22 @@ def function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None
 
     yield apply
     handler.get_service.cache_clear()
+
+
+@pytest.fixture
+def images() -> Iterator[Any]:
+    """A loopback server with red, green and blue photos, a text file and a slow image."""
+
+    def slow(request_handler: Any) -> None:
+        time.sleep(1.5)
+        send(image_bytes())(request_handler)
+
+    routes = {
+        "/red.jpg": send(image_bytes(RED)),
+        "/green.jpg": send(image_bytes(GREEN)),
+        "/blue.jpg": send(image_bytes(BLUE)),
+        "/notes.txt": send(b"not an image", content_type="text/plain"),
+        "/slow.jpg": slow,
+    }
+    with serving(routes) as server:
+        yield server

@@ -30,8 +30,6 @@ from tests.lambda_testing import (
     build_model,
     image_bytes,
     load_event,
-    send,
-    serving,
 )
 
 SIZE = 32
@@ -46,25 +44,6 @@ def configure(function_env, tiny_model: Path):  # type: ignore[no-untyped-def]
 
     apply()
     return apply
-
-
-@pytest.fixture
-def images():  # type: ignore[no-untyped-def]
-    """A loopback server with red, green and blue photos, a text file and a slow image."""
-
-    def slow(request_handler: Any) -> None:
-        time.sleep(1.5)
-        send(image_bytes())(request_handler)
-
-    routes = {
-        "/red.jpg": send(image_bytes(RED)),
-        "/green.jpg": send(image_bytes(GREEN)),
-        "/blue.jpg": send(image_bytes(BLUE)),
-        "/notes.txt": send(b"not an image", content_type="text/plain"),
-        "/slow.jpg": slow,
-    }
-    with serving(routes) as server:
-        yield server
 
 
 def invoke(event: Any, context: FakeContext | None = None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ is checked against the schema the document gives for that status, so the two can
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from tests.lambda_testing import (
     build_model,
     image_bytes,
     load_event,
-    send,
-    serving,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,21 +75,6 @@ def configure(monkeypatch: pytest.MonkeyPatch, tiny_model: Path):  # type: ignor
     apply()
     yield apply
     handler.get_service.cache_clear()
-
-
-@pytest.fixture
-def images():  # type: ignore[no-untyped-def]
-    def slow(request_handler: Any) -> None:
-        time.sleep(1.5)
-        send(image_bytes())(request_handler)
-
-    routes = {
-        "/green.jpg": send(image_bytes(GREEN)),
-        "/notes.txt": send(b"not an image", content_type="text/plain"),
-        "/slow.jpg": slow,
-    }
-    with serving(routes) as server:
-        yield server
 
 
 def post(body: Any = None, *, raw: bytes | None = None, content_type: str = "") -> dict[str, Any]:

@@ -23,8 +23,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from convert.checkpoint import LoadedCheckpoint, find_checkpoint
 from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
@@ -116,8 +114,6 @@ def run(options: Options) -> Report:
     verification, onnx_size = _verify_and_place(proto, model, photos, options)
     del model, proto
     _release_tensorflow()
-    if not options.optimize:  # only the optimised variant compares its inputs with Keras
-        verification = replace(verification, inputs=np.zeros(0))
     report = replace(
         report,
         verification=verification,
@@ -163,7 +159,14 @@ def _verify_and_place(
         onnx.save(proto, str(staged))
         _log(f"verifying on {len(photos)} photos (Keras vs onnxruntime, and the serving path)")
         names = [_display(p.path, options.data_dir) for p in photos]
-        verification = verify_model(staged, model, photos, names=names, tolerance=options.tolerance)
+        verification = verify_model(
+            staged,
+            model,
+            photos,
+            names=names,
+            tolerance=options.tolerance,
+            keep_inputs=options.optimize,  # the optimised variant is checked against Keras
+        )
         size = staged.stat().st_size
         if verification.passed:
             staged.replace(options.output)

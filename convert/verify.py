@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     import keras
 
 TOLERANCE = 1e-4
+CHUNK = 4 * BATCH_SIZE
+"""Photos checked at a time: whole batches, so every batch, and every figure, is the same
+as with all photos at once (Keras and onnxruntime both run batches of BATCH_SIZE)."""
 
 
 @dataclass(frozen=True)
@@ -160,16 +163,20 @@ def verify_model(
     names: Sequence[str] | None = None,
     tolerance: float = TOLERANCE,
     inputs: Callable[[Sequence[Photo], int], np.ndarray] = reference_inputs,
+    keep_inputs: bool = False,
 ) -> Verification:
     """Run both checks of the ONNX model at ``onnx_path`` against ``model``.
 
     ``model`` is a Keras model, or any function from a batch to logits (TensorFlow is then
     not needed if ``inputs`` is :func:`serving_inputs`). ``inputs`` builds the reference
-    batch: Keras' ``load_img`` pipeline by default.
+    batch: Keras' ``load_img`` pipeline by default. Photos are checked :data:`CHUNK` at a
+    time, so memory does not grow with their number; ``keep_inputs`` keeps every reference
+    input in the result (to check a variant against the same Keras logits later).
     """
     reference = model if not hasattr(model, "predict") else partial(keras_logits, model)
     names = list(names) if names is not None else [str(p.path) for p in photos]
-    timings: dict[str, float] = {}
+    if len(names) != len(photos):
+        raise ValueError(f"Expected one name per photo. Received {len(names)} for {len(photos)}")
     clock = time.perf_counter()
     session = open_session(onnx_path)
     try:
@@ -180,57 +187,95 @@ def verify_model(
         check_signature(session, metadata)
     except SignatureError as exc:
         raise VerificationError(f"{onnx_path}: {exc}") from exc
-    timings["session_open"] = time.perf_counter() - clock
+    timings = {"session_open": time.perf_counter() - clock}
 
+    if not photos:
+        raise ConvertError("Expected at least one photo to verify the model on. Received none")
     size = metadata.image_size
-    clock = time.perf_counter()
-    x = inputs(photos, size)
-    timings["reference_preprocess"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    expected = np.asarray(reference(x), dtype=np.float32)
-    timings["keras_predict_per_image"] = (time.perf_counter() - clock) / len(photos)
-    clock = time.perf_counter()
-    actual = onnx_logits(session, x)
-    timings["onnx_batch_per_image"] = (time.perf_counter() - clock) / len(photos)
-    parity = compare(expected, actual, names, tolerance)
+    chunks = [
+        _check_chunk(session, reference, inputs, photos[i : i + CHUNK], size, keep_inputs)
+        for i in range(0, len(photos), CHUNK)
+    ]
+    expected = _joined([c.expected for c in chunks])
+    actual = _joined([c.actual for c in chunks])
+    served = _joined([c.served for c in chunks])
+    corrected = {names[i + k * CHUNK] for k, c in enumerate(chunks) for i in c.corrected}
+    unexplained = [names[i + k * CHUNK] for k, c in enumerate(chunks) for i in c.unexplained]
+    for stage in ("reference_preprocess", "keras_predict", "onnx_batch"):
+        timings[stage + "_per_image"] = sum(c.seconds[stage] for c in chunks) / len(photos)
+    timings["onnx_batch1_median"] = float(np.median([t for c in chunks for t in c.latencies]))
 
-    served, latencies, corrected, unexplained = _user_path(session, photos, x, names, size)
     keep = [i for i, n in enumerate(names) if n not in corrected]
-    user = compare(expected[keep], served[keep], [names[i] for i in keep], tolerance)
-    timings["onnx_batch1_median"] = float(np.median(latencies))
     return Verification(
-        parity,
-        user,
-        preprocessing_corrected=tuple(corrected),
+        compare(expected, actual, names, tolerance),
+        compare(expected[keep], served[keep], [names[i] for i in keep], tolerance),
+        preprocessing_corrected=tuple(n for n in names if n in corrected),
         preprocessing_mismatch=tuple(unexplained),
         timings_s=timings,
         names=tuple(names),
-        inputs=x,
+        inputs=_joined([c.inputs for c in chunks]) if keep_inputs else np.zeros(0),
         keras_logits=expected,
     )
 
 
-def _user_path(
+@dataclass(frozen=True)
+class _Chunk:
+    """Both checks on a few photos: logits, and which photos' pixels differ, by index."""
+
+    inputs: np.ndarray  # empty unless kept
+    expected: np.ndarray
+    actual: np.ndarray
+    served: np.ndarray
+    latencies: list[float]
+    corrected: list[int]
+    unexplained: list[int]
+    seconds: dict[str, float]
+
+
+def _check_chunk(
     session: Any,
+    reference: Reference,
+    inputs: Callable[[Sequence[Photo], int], np.ndarray],
     photos: Sequence[Photo],
-    reference: np.ndarray,
-    names: Sequence[str],
     size: int,
-) -> tuple[np.ndarray, list[float], list[str], list[str]]:
+    keep_inputs: bool,
+) -> _Chunk:
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    x = inputs(photos, size)
+    seconds["reference_preprocess"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    expected = np.asarray(reference(x), dtype=np.float32)
+    seconds["keras_predict"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    actual = onnx_logits(session, x)
+    seconds["onnx_batch"] = time.perf_counter() - clock
+    served, latencies, corrected, unexplained = _user_path(session, photos, x, size)
+    kept = x if keep_inputs else np.zeros(0, dtype=np.float32)
+    return _Chunk(kept, expected, actual, served, latencies, corrected, unexplained, seconds)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros((0, 0), dtype=np.float32)
+
+
+def _user_path(
+    session: Any, photos: Sequence[Photo], reference: np.ndarray, size: int
+) -> tuple[np.ndarray, list[float], list[int], list[int]]:
     """Serving's preprocessing and one onnxruntime call per photo.
 
-    Returns the logits, the latencies, and the photos whose pixels differ from the
-    reference pipeline's: deliberately corrected ones, and unexplained ones.
+    Returns the logits, the latencies, and the indices of the photos whose pixels differ
+    from the reference pipeline's: deliberately corrected ones, and unexplained ones.
     """
     logits: list[np.ndarray] = []
     latencies: list[float] = []
-    corrected: list[str] = []
-    unexplained: list[str] = []
-    pairs = zip(photos, reference, names, strict=True)
-    for photo, ref, name in progress(pairs, "serving path", total=len(photos)):
+    corrected: list[int] = []
+    unexplained: list[int] = []
+    pairs = enumerate(zip(photos, reference, strict=True))
+    for i, (photo, ref) in progress(pairs, "serving path", total=len(photos)):
         x = preprocessing.preprocess(photo.path.read_bytes(), size)
         if not np.array_equal(x[0], ref):
-            (corrected if _deliberately_corrected(photo.path) else unexplained).append(name)
+            (corrected if _deliberately_corrected(photo.path) else unexplained).append(i)
         clock = time.perf_counter()
         logits.append(session.run([OUTPUT], {INPUT_NAME: x})[0][0])
         latencies.append(time.perf_counter() - clock)

@@ -8,6 +8,10 @@
     python -m bench.pytorch_vs_keras latency "Keras fp32=artifacts/model/model.onnx" ...
     # the table: manifests, export reports and the JSONs above
     python -m bench.pytorch_vs_keras report
+    # test accuracy over several seeds, through each framework's own `train` command:
+    .venv-torch/bin/python -m bench.pytorch_vs_keras seeds --framework torch
+    .venv/bin/python -m bench.pytorch_vs_keras seeds --framework keras
+    python -m bench.pytorch_vs_keras seeds-report
 
 Figures go to ``artifacts/bench/pytorch_vs_keras-*.json``; ``report`` publishes the table
 as ``docs/results/pytorch-vs-keras-DATE.md`` (:func:`bench.results.publish`).
@@ -141,6 +145,68 @@ def _keras_head(x_train, y_train, x_test, y_test) -> np.ndarray:
     return top.predict(x_test, verbose=0).argmax(1)
 
 
+def seeds(framework: str, seed_list: list[int], output_dir: Path, cache: Path) -> dict[str, Any]:
+    """Test accuracy of the default settings trained once per seed by ``<framework> train``.
+
+    One seed's test accuracy moves by a point or more (372 photos, and the best epoch is
+    picked on 341 validation photos), so the paths are compared on the mean over seeds.
+    """
+    if framework == "torch":
+        from torch_training.cli import main as train_main
+
+        extra = ["--engine", "onnxruntime"]
+    else:
+        from training.cli import main as train_main
+
+        extra = []
+    root = output_dir / framework
+    for seed in seed_list:
+        argv = ["train", "--seed", str(seed), "--name", f"seed{seed}", "--output-dir", str(root)]
+        if train_main([*argv, "--cache-dir", str(cache), *extra]) != 0:
+            raise SystemExit(f"{framework} train --seed {seed} failed")
+    runs = {r["name"]: r for r in json.loads((root / "manifest.json").read_text())["runs"]}
+    test = {seed: runs[f"seed{seed}"]["test"]["accuracy"] for seed in seed_list}
+    return {
+        "framework": framework,
+        "settings": SETTINGS,
+        "test_accuracy": test,
+        "best_epoch": {seed: runs[f"seed{seed}"]["best_epoch"] for seed in seed_list},
+        "mean": statistics.mean(test.values()),
+        "sd": statistics.stdev(test.values()) if len(test) > 1 else 0.0,
+    }
+
+
+def seeds_report() -> str:
+    """Per-seed test accuracy of both paths, their means, and the gap with a 95% interval."""
+    found = {f: _json(f"pytorch_vs_keras-seeds-{f}.json") for f in ("keras", "torch")}
+    keras, torch = (list(found[f]["test_accuracy"].values()) for f in ("keras", "torch"))
+    gap = statistics.mean(keras) - statistics.mean(torch)
+    # Welch's interval for the difference of the two means (seeds are independent runs).
+    var = statistics.variance(keras) / len(keras) + statistics.variance(torch) / len(torch)
+    half = 2.306 * math.sqrt(var)  # t(0.975) with ~8 degrees of freedom
+    lines = [
+        "The default settings (299 px, Adam 1e-3, inner 100, dropout 0.2, batch 32, 20 epochs, "
+        "best epoch by validation accuracy, frozen base, no augmentation) trained once per "
+        "seed by each framework's own `train` command on its own cached features; test "
+        "accuracy of the best checkpoint on the 372 test photos.",
+        "",
+        "| seed | Keras | PyTorch |",
+        "|---:|---:|---:|",
+        *[
+            f"| {seed} | {found['keras']['test_accuracy'][seed]:.4f} | "
+            f"{found['torch']['test_accuracy'].get(seed, float('nan')):.4f} |"
+            for seed in found["keras"]["test_accuracy"]
+        ],
+        f"| **mean ± sd** | **{statistics.mean(keras):.4f} ± {statistics.stdev(keras):.4f}** | "
+        f"**{statistics.mean(torch):.4f} ± {statistics.stdev(torch):.4f}** |",
+        "",
+        f"Keras minus PyTorch, mean over seeds: **{gap * 100:+.2f} points** (95% Welch interval "
+        f"[{(gap - half) * 100:+.2f}, {(gap + half) * 100:+.2f}]).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def latency(models: dict[str, Path], calls: int, threads: int) -> dict[str, Any]:
     """Batch-1 inference per model through the Lambda's own model loader, interleaved."""
     from lambda_function.model import Classifier
@@ -271,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("models", nargs="+", help="name=path.onnx")
     lat.add_argument("--calls", type=int, default=30)
     lat.add_argument("--threads", type=int, default=2)
+    sd = sub.add_parser("seeds")
+    sd.add_argument("--framework", choices=("torch", "keras"), required=True)
+    sd.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    sd.add_argument("--output-dir", type=Path, default=OUT / "seeds")
+    sd.add_argument("--cache", type=Path, default=REPO / "artifacts" / "cache")
+    sub.add_parser("seeds-report")
     rep = sub.add_parser("report")
     rep.add_argument("--keras", type=Path, default=REPO / "artifacts" / "training")
     rep.add_argument("--torch", type=Path, default=REPO / "artifacts" / "torch" / "training")
@@ -283,7 +355,15 @@ def main(argv: list[str] | None = None) -> int:
         path = publish("pytorch-vs-keras", "PyTorch vs Keras, the same settings", text)
         print(f"{path}\n{text}")
         return 0
-    if args.command == "cv":
+    if args.command == "seeds-report":
+        text = seeds_report()
+        path = publish("pytorch-vs-keras-seeds", "PyTorch vs Keras over seeds", text)
+        print(f"{path}\n{text}")
+        return 0
+    if args.command == "seeds":
+        result = seeds(args.framework, args.seeds, args.output_dir, args.cache)
+        name = f"pytorch_vs_keras-seeds-{args.framework}.json"
+    elif args.command == "cv":
         result = cv(args.framework, args.cache)
         name = f"pytorch_vs_keras-cv-{args.framework}.json"
     else:

@@ -91,6 +91,16 @@ METHODS: dict[str, Method] = {
             label_smoothing=0.1,
         ),
         Method(
+            "zoom",
+            "+ a closer shot of every training photo (central 80%, scaled back; cached view)",
+            train_views=("orig", "zoom"),
+        ),
+        Method(
+            "flip-zoom",
+            "+ the mirror image and the closer shot of every training photo (cached views)",
+            train_views=("orig", "flip", "zoom"),
+        ),
+        Method(
             "flip-mixup0.2",
             "flip + mixup on features, alpha 0.2",
             train_views=("orig", "flip"),

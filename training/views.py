@@ -1,4 +1,5 @@
-"""Pooled base features of every labelled photo, per *view*: the photo, its mirror image.
+"""Pooled base features of every labelled photo, per *view*: the photo, its mirror image,
+a closer shot (the central 80%, scaled back up).
 
 A view is a fixed transform of the decoded 299 px pixels. The base is frozen, so a view's
 features never change: each is computed once per (view, image size, base weights, data)
@@ -16,15 +17,38 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from lambda_function.preprocessing import scale
 from training import data, features
 from training.data import Dataset
 
+ZOOM_KEEP = 0.8
+
+
+def zoom(pixels: np.ndarray, keep: float = ZOOM_KEEP) -> np.ndarray:
+    """The central ``keep`` of each photo's height and width, scaled back to its size.
+
+    A closer shot of the garment (``(N, H, W, 3)`` uint8 in and out; bilinear, as Keras'
+    ``RandomZoom`` interpolates).
+    """
+    _, height, width, _ = pixels.shape
+    h, w = round(height * keep), round(width * keep)
+    top, left = (height - h) // 2, (width - w) // 2
+    crops = pixels[:, top : top + h, left : left + w]
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(c).resize((width, height), Image.Resampling.BILINEAR))
+            for c in crops
+        ]
+    )
+
+
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "orig": lambda pixels: pixels,
     "flip": lambda pixels: pixels[:, :, ::-1],  # (N, H, W, 3): mirror left-right
+    "zoom": zoom,
 }
 
 

@@ -186,12 +186,15 @@ $(DEPLOY_VENV)/.installed: pyproject.toml
 
 setup-torch: $(TORCH_VENV)/.installed
 
-# pip, not uv: pip's configured find-links hold the CPU wheel.
+# pip, not uv: pip's configured find-links hold the CPU wheel. Elsewhere, point TORCH_INDEX
+# at PyTorch's CPU index (https://download.pytorch.org/whl/cpu) to get the CPU build.
+TORCH_INDEX ?=
 $(TORCH_VENV)/.installed: pyproject.toml
 	@[ -n "$(TORCH_PYTHON)" ] || { echo "make: no working python3.11; set TORCH_PYTHON=" >&2; exit 1; }
 	$(TORCH_BIN)/python -m pip --version >/dev/null 2>&1 || $(TORCH_PYTHON) -m venv --clear $(TORCH_VENV)
 	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
-	$(TORCH_BIN)/python -m pip install --quiet --editable ".[torch-test]"
+	$(TORCH_BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		--editable ".[torch-test]"
 	touch $@
 
 # requirements/dev.txt: the `dev` group with the convert and bench extras, hash-pinned for

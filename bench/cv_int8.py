@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     (SCRATCH / "cv_int8.json").write_text(json.dumps(result, indent=1))
     lo, hi = result["int8_minus_fp32_ci"]
     table = (
+        f"Per fold, `{name}`'s head is trained as the shipped model is: on every row of the "
+        "other folds, for the fold's cross-fitted epoch count (no inner holdout), so its fp32 "
+        "figure is not the CV table's. It predicts the fold's photos from the fp32 base's "
+        "features and from the int8 base's (cut out of the int8 model at the pooled features; "
+        f"largest feature difference {result['max_abs_feature_diff']:.3g}).\n\n"
         "| method | photos | fp32 top-1 (OOF) | int8 top-1 (OOF) | int8 - fp32 (95% CI) "
         "| same answer |\n|---|---|---|---|---|---|\n"
         f"| {name} | {len(targets)} | {result['fp32_accuracy']:.4f} | "

@@ -13,6 +13,8 @@ variant ``serve.onnx`` is.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import json
 import shutil
@@ -179,6 +181,13 @@ def _release_tensorflow() -> None:
 
     keras.backend.clear_session()
     gc.collect()
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give the heap memory freed so far back to the OS (glibc keeps it otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator decides
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _remove_older_variants(options: Options) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import keras
 
 TOLERANCE = 1e-4
-CHUNK = 4 * BATCH_SIZE
+CHUNK = 16 * BATCH_SIZE
 """Photos checked at a time: whole batches, so every batch, and every figure, is the same
 as with all photos at once (Keras and onnxruntime both run batches of BATCH_SIZE)."""
 

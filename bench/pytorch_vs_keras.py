@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / SCRATCH
 
 FOLDS, SEED, EPOCHS = 5, 1, 10
+# Student's t, 97.5% quantile, by degrees of freedom (above 10: 10's, slightly conservative).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228}  # fmt: skip
 SETTINGS: dict[str, Any] = {"image_size": 299, "learning_rate": 1e-3, "size_inner": 100,
                             "droprate": 0.2}  # fmt: skip
 
@@ -182,8 +185,9 @@ def seeds_report() -> str:
     keras, torch = (list(found[f]["test_accuracy"].values()) for f in ("keras", "torch"))
     gap = statistics.mean(keras) - statistics.mean(torch)
     # Welch's interval for the difference of the two means (seeds are independent runs).
-    var = statistics.variance(keras) / len(keras) + statistics.variance(torch) / len(torch)
-    half = 2.306 * math.sqrt(var)  # t(0.975) with ~8 degrees of freedom
+    a, b = statistics.variance(keras) / len(keras), statistics.variance(torch) / len(torch)
+    df = (a + b) ** 2 / (a**2 / (len(keras) - 1) + b**2 / (len(torch) - 1))
+    half = T975[min(int(df), max(T975))] * math.sqrt(a + b)
     lines = [
         "The default settings (299 px, Adam 1e-3, inner 100, dropout 0.2, batch 32, 20 epochs, "
         "best epoch by validation accuracy, frozen base, no augmentation) trained once per "
@@ -201,7 +205,7 @@ def seeds_report() -> str:
         f"**{statistics.mean(torch):.4f} ± {statistics.stdev(torch):.4f}** |",
         "",
         f"Keras minus PyTorch, mean over seeds: **{gap * 100:+.2f} points** (95% Welch interval "
-        f"[{(gap - half) * 100:+.2f}, {(gap + half) * 100:+.2f}]).",
+        f"[{(gap - half) * 100:+.2f}, {(gap + half) * 100:+.2f}], {df:.1f} degrees of freedom).",
         "",
     ]
     return "\n".join(lines)

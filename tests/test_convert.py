@@ -194,9 +194,8 @@ def tamper(proto, factor: float = 1.05) -> None:
     largest.CopyFrom(numpy_helper.from_array(weights.astype(np.float32), largest.name))
 
 
-def test_tampered_weights_fail_verification_and_leave_no_model(
-    tmp_path, training_folder, data_dir, monkeypatch, capsys
-) -> None:
+def tamper_every_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``convert``'s pipeline tamper with each graph it converts."""
     import convert.pipeline
     from convert.to_onnx import keras_to_onnx
 
@@ -206,6 +205,12 @@ def test_tampered_weights_fail_verification_and_leave_no_model(
         return proto
 
     monkeypatch.setattr(convert.pipeline, "keras_to_onnx", tampered_conversion)
+
+
+def test_tampered_weights_fail_verification_and_leave_no_model(
+    tmp_path, training_folder, data_dir, monkeypatch, capsys
+) -> None:
+    tamper_every_conversion(monkeypatch)
     output = tmp_path / "model.onnx"
     argv = [str(training_folder), "-o", str(output), "--data-dir", str(data_dir), "--limit", "10"]
     assert main(argv) == 1
@@ -479,15 +484,7 @@ def test_a_new_conversion_removes_the_variants_of_an_older_one(
 def test_a_failed_conversion_leaves_the_served_model_alone(
     tmp_path, training_folder, data_dir, monkeypatch
 ) -> None:
-    import convert.pipeline
-    from convert.to_onnx import keras_to_onnx
-
-    def tampered_conversion(*args, **kwargs):
-        proto = keras_to_onnx(*args, **kwargs)
-        tamper(proto)
-        return proto
-
-    monkeypatch.setattr(convert.pipeline, "keras_to_onnx", tampered_conversion)
+    tamper_every_conversion(monkeypatch)
     (tmp_path / "serve.onnx").write_bytes(b"the model served until now")
     (tmp_path / "model.int8.onnx").write_bytes(b"its int8")
     argv = [str(training_folder), "-o", str(tmp_path / "model.onnx"), "--data-dir", str(data_dir)]

@@ -13,16 +13,12 @@ import torch
 from torch import nn
 
 from torch_training.xception import N_FEATURES, Xception
+from training.config import check_head
 
 
 def make_head(size_inner: int = 100, droprate: float = 0.2, n_classes: int = 10) -> nn.Sequential:
     """Pooled features in, logits out."""
-    if size_inner < 0:
-        raise ValueError(f"Expected size_inner >= 0 (0: no inner layer). Received: {size_inner}")
-    if not 0 <= droprate < 1:
-        raise ValueError(f"Expected 0 <= droprate < 1. Received: droprate={droprate}")
-    if n_classes < 2:
-        raise ValueError(f"Expected at least 2 classes. Received: n_classes={n_classes}")
+    check_head(size_inner, droprate, n_classes)
     if not size_inner:
         return nn.Sequential(nn.Linear(N_FEATURES, n_classes))
     return nn.Sequential(

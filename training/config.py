@@ -28,6 +28,16 @@ CACHE_DIR = Path("artifacts/cache")
 DATA_DIR = Path("data/clothing-dataset-small")
 
 
+def check_head(size_inner: int, droprate: float, n_classes: int) -> None:
+    """Refuse head settings no framework can build (both trainers call this)."""
+    if size_inner < 0:
+        raise ValueError(f"Expected size_inner >= 0 (0: no inner layer). Received: {size_inner}")
+    if not 0 <= droprate < 1:
+        raise ValueError(f"Expected 0 <= droprate < 1. Received: droprate={droprate}")
+    if n_classes < 2:
+        raise ValueError(f"Expected at least 2 classes. Received: n_classes={n_classes}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The settings of one run (what the manifest records under ``config``)."""

@@ -14,7 +14,7 @@ import keras
 from keras import layers
 
 from lambda_function.model_metadata import OUTPUT
-from training.config import RunConfig
+from training.config import RunConfig, check_head
 
 MIN_IMAGE_SIZE = 71
 N_FEATURES = 2048  # Xception's pooled output width
@@ -135,12 +135,7 @@ def compile_model(
 
 
 def _head_layers(size_inner: int, droprate: float, n_classes: int, l2: float) -> list:
-    if size_inner < 0:
-        raise ValueError(f"Expected size_inner >= 0 (0: no inner layer). Received: {size_inner}")
-    if not 0 <= droprate < 1:
-        raise ValueError(f"Expected 0 <= droprate < 1. Received: droprate={droprate}")
-    if n_classes < 2:
-        raise ValueError(f"Expected at least 2 classes. Received: n_classes={n_classes}")
+    check_head(size_inner, droprate, n_classes)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     head = []
     if size_inner:

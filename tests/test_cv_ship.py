@@ -116,3 +116,33 @@ def test_an_unknown_method_is_refused_with_the_list(capsys: pytest.CaptureFixtur
 
     assert cv_command.main(["--methods", "today,magic"]) == 2
     assert "Expected methods among today, all-rows" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) -> None:
+    from training import cv_command
+
+    data = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4)
+    out = tmp_path / "cv"
+    argv = [
+        *("--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "3"),
+        *("--seed", "5", "--methods", "today,ft-block13", "--output-dir", str(out)),
+    ]
+    assert cv_command.main(argv) == 0
+    report = json.loads((out / "cv.json").read_text())
+    _, tuned = report["methods"]
+    assert tuned["method"] == "ft-block13" and tuned["config"]["fine_tune"] == "block13"
+    # The fine-tuning epochs are the scored ones, each fold's chosen on its inner holdout.
+    assert len(tuned["epoch_accuracy"]) == 5 and len(tuned["fold_epochs"]) == 3
+    assert all(1 <= e <= 5 for e in tuned["fold_epochs"])
+    # Fine-tuning moves the answers away from the head it started from.
+    assert not np.allclose(np.load(out / "oof-ft-block13.npy"), np.load(out / "oof-today.npy"))
+    assert tuned["accuracy_ci"][0] <= tuned["accuracy"] <= tuned["accuracy_ci"][1]
+
+
+def test_fine_tuning_runs_only_when_named() -> None:
+    from training.cv_command import DEFAULT_METHODS
+    from training.methods import METHODS
+
+    assert "ft-block13" in METHODS and "ft-block13" not in DEFAULT_METHODS
+    assert set(DEFAULT_METHODS) == {n for n, m in METHODS.items() if not m.fine_tune}

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,13 @@ def cross_validate(
     seed: int,
     log: Callable[[str], None] = print,
     cache_dir: Path | None = None,
+    base: Callable[[], Any] | None = None,
 ) -> MethodResult:
     """Train ``method`` once per fold; gather each photo's out-of-fold logits.
 
     With ``cache_dir``, the per-epoch logits are kept there under a key of everything
     that decides them (method, folds, seed, features), so a rerun reuses them.
+    ``base`` builds a fresh frozen base, for methods that fine-tune it.
     """
     start = time.perf_counter()
     path = _cache_file(cache_dir, method, views, targets, fold, seed)
@@ -70,7 +73,9 @@ def cross_validate(
         per_epoch, inner_best, seconds = saved["per_epoch"], saved["inner_best"].tolist(), 0.0
         log(f"  {method.name}: reused {path}")
     else:
-        per_epoch, inner_best = _train_folds(method, views, targets, fold, n_classes, seed, log)
+        per_epoch, inner_best = _train_folds(
+            method, views, targets, fold, n_classes, seed, log, base
+        )
         seconds = time.perf_counter() - start
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,12 +103,22 @@ def _train_folds(
     n_classes: int,
     seed: int,
     log: Callable[[str], None],
+    base: Callable[[], Any] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     start = time.perf_counter()
-    per_epoch = np.zeros((method.epochs, len(targets), n_classes), dtype=np.float32)
+    per_epoch = np.zeros((method.scored_epochs, len(targets), n_classes), dtype=np.float32)
     inner_best: list[int] = []
     for i, train_rows, held_out in fold_indices(fold):
-        run = train_head(method, views, targets, train_rows, held_out, n_classes, seed + i)
+        if method.fine_tune:
+            if base is None:
+                raise ValueError(f"Expected a base to fine-tune for {method.name}. Received none.")
+            from training.finetune import fine_tune_fold
+
+            run = fine_tune_fold(
+                method, views, targets, train_rows, held_out, n_classes, seed + i, base
+            )
+        else:
+            run = train_head(method, views, targets, train_rows, held_out, n_classes, seed + i)
         per_epoch[:, held_out] = run.logits
         if run.inner_accuracy is not None:  # today's recipe: first best epoch on the holdout
             inner_best.append(int(np.argmax(run.inner_accuracy)) + 1)
@@ -247,15 +262,19 @@ def run(
     reference: str = "today",
     log: Callable[[str], None] = print,
     cache_dir: Path | None = None,
+    base: Callable[[], Any] | None = None,
 ) -> tuple[list[dict], dict[str, MethodResult], np.ndarray]:
-    """Cross-validate every method on the same folds; rows of figures, results, folds."""
+    """Cross-validate every method on the same folds; rows of figures, results, folds.
+
+    ``base`` builds a fresh frozen base, for methods that fine-tune it.
+    """
     fold = stratified_folds(targets, k, seed)
     results: dict[str, MethodResult] = {}
     rows = []
     for method in methods:
         log(f"{method.name}: {method.description}")
         results[method.name] = cross_validate(
-            method, views, targets, fold, n_classes, seed, log, cache_dir
+            method, views, targets, fold, n_classes, seed, log, cache_dir, base
         )
         rows.append(evaluate(results[method.name], targets, fold, seed=seed))
         log(f"  accuracy {rows[-1]['accuracy']:.4f} {rows[-1]['accuracy_ci']}")

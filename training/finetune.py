@@ -9,16 +9,24 @@ inference mode (frozen statistics: the keras-io fine-tuning recipe).
 
 The fine-tuned layers are the base's own layers, so the saved ``.h5`` is the same
 architecture as any other checkpoint, and it must predict what fine-tuning measured.
+
+Cross-validation runs the same recipe per fold (:func:`fine_tune_fold`) on the cached
+activations of every labelled photo (:func:`labelled_activations`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
-from training import features, pipeline, runs
+from training import data, features, pipeline, runs, views
 from training.config import RunConfig
+from training.data import Dataset
+from training.methods import HeadRun, Method, train_head
 from training.model import compile_model, make_base, make_network
 from training.runs import RunResult
 from training.workspace import Workspace
@@ -129,3 +137,104 @@ def _tuning_model(blocks: keras.Model, top: keras.Model) -> keras.Model:
     x = blocks(inputs, training=False)
     x = layers.GlobalAveragePooling2D(name="pooling")(x)
     return keras.Model(inputs, top(x), name="fine_tune")
+
+
+def labelled_activations(
+    dataset: Dataset,
+    block: str,
+    image_size: int,
+    weights: str | Path | None,
+    cache_dir: Path | None,
+) -> np.ndarray:
+    """The activations entering ``block`` for every labelled photo (all splits, float16).
+
+    Cached per split in the same files as ``train --fine-tune``'s; the stem is built only
+    if some split is not cached yet.
+    """
+    weights_fp = features.weights_fingerprint(weights)
+    built: list[keras.Model] = []
+    parts = []
+    for split in dataset.splits:
+        files = dataset[split].files
+        path = features.cache_path(
+            cache_dir, image_size, weights_fp, dataset.fingerprint, split, kind=block
+        )
+        if path is not None and path.is_file() and len(cached := np.load(path)) == len(files):
+            parts.append(cached)
+            continue
+        if not built:
+            built.append(split_base(make_base(image_size, weights), block)[0])
+        computed = views.stream_features(
+            built[0],
+            files,
+            image_size,
+            desc=f"{block} input {split}@{image_size}",
+            dtype=np.float16,
+        )
+        if path is not None:
+            data.save_array(path, computed)
+        parts.append(computed)
+    return np.concatenate(parts)
+
+
+def fine_tune_fold(
+    method: Method,
+    by_view: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    train_rows: np.ndarray,
+    held_out_rows: np.ndarray,
+    n_classes: int,
+    seed: int,
+    base: Callable[[], keras.Model],
+) -> HeadRun:
+    """``train --fine-tune`` on some rows: the head, then its cut; logits after each epoch.
+
+    The head is trained as ``method`` says (its best inner-holdout epoch kept, as ``train``
+    keeps the best validation epoch); then ``method.fine_tune`` and up are trained on the
+    same rows from their cached input activations, with the inner holdout scored after
+    every fine-tuning epoch. ``base`` builds a fresh frozen base (it is modified).
+    """
+    head = train_head(method, by_view, targets, train_rows, held_out_rows[:0], n_classes, seed)
+    inner = head.inner_rows
+    rows = train_rows if inner is None else np.setdiff1d(train_rows, inner)
+    acts = by_view[method.activations_view]
+    keras.utils.set_random_seed(seed)
+    frozen = base()
+    network = make_network(
+        frozen.input_shape[1],
+        method.size_inner,
+        method.droprate,
+        n_classes=n_classes,
+        l2=method.l2,
+        base=frozen,
+    )
+    network.top.set_weights(head.best_weights or head.top.get_weights())
+    _, blocks = split_base(frozen, method.fine_tune)
+    unfreeze(frozen, blocks)
+    tuner = _tuning_model(blocks, network.top)
+    compile_model(tuner, method.fine_tune_learning_rate, label_smoothing=method.label_smoothing)
+    batches = pipeline.array_batches(
+        acts[rows], targets[rows], n_classes, batch_size=method.batch_size, shuffle=True, seed=seed
+    )
+    logits, inner_accuracy = [], []
+    for _ in range(method.fine_tune_epochs):
+        tuner.fit(batches, epochs=1, shuffle=False, verbose=0)  # batches shuffle
+        logits.append(_predict(tuner, acts, held_out_rows))
+        if inner is not None:
+            guess = _predict(tuner, acts, inner).argmax(axis=1)
+            inner_accuracy.append(float(np.mean(guess == targets[inner])))
+    return HeadRun(
+        np.stack(logits),
+        np.array(inner_accuracy) if inner is not None else None,
+        network.top,
+        inner,
+    )
+
+
+def _predict(tuner: keras.Model, acts: np.ndarray, rows: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The tuned network's logits for ``rows`` of the cached activations (float64)."""
+    out = [
+        np.asarray(tuner.predict_on_batch(acts[rows[i : i + batch]].astype(np.float32)))
+        for i in range(0, len(rows), batch)
+    ]
+    return np.concatenate(out).astype(np.float64) if out else np.empty((0, tuner.output_shape[1]))

@@ -68,8 +68,9 @@ def stream_features(
     *,
     batch_size: int = 32,
     desc: str = "features",
+    dtype: type = np.float32,
 ) -> np.ndarray:
-    """``extractor``'s pooled output for ``files`` seen through ``view``, decoded per batch."""
+    """``extractor``'s output for ``files`` seen through ``view``, decoded per batch."""
     transform = _transform(view)
     out: np.ndarray | None = None
     with tqdm(total=len(files), desc=desc, unit="img") as bar:
@@ -79,7 +80,7 @@ def stream_features(
             batch = np.ascontiguousarray(transform(pixels))
             result = np.asarray(extractor.predict_on_batch(scale(batch)))
             if out is None:
-                out = np.empty((len(files), *result.shape[1:]), dtype=np.float32)
+                out = np.empty((len(files), *result.shape[1:]), dtype=dtype)
             out[start : start + len(chunk)] = result
             bar.update(len(chunk))
     if out is None:

@@ -123,10 +123,11 @@ def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) ->
     from training import cv_command
 
     data = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4)
-    out = tmp_path / "cv"
+    out, ship = tmp_path / "cv", tmp_path / "training"
     argv = [
         *("--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "3"),
         *("--seed", "5", "--methods", "today,ft-block13", "--output-dir", str(out)),
+        *("--ship", str(ship), "--ship-method", "ft-block13"),
     ]
     assert cv_command.main(argv) == 0
     report = json.loads((out / "cv.json").read_text())
@@ -138,6 +139,12 @@ def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) ->
     # Fine-tuning moves the answers away from the head it started from.
     assert not np.allclose(np.load(out / "oof-ft-block13.npy"), np.load(out / "oof-today.npy"))
     assert tuned["accuracy_ci"][0] <= tuned["accuracy"] <= tuned["accuracy_ci"][1]
+    # Shipped: the fine-tuned base inside the .h5 (checked by cv_command against its head).
+    checkpoint = find_checkpoint(ship)
+    assert checkpoint.run == "cv_ft-block13_s71_all"
+    entry = json.loads((ship / "manifest.json").read_text())["runs"][0]
+    assert entry["config"]["path"].startswith("fine-tune from block13")
+    assert entry["best_epoch"] == int(np.median(tuned["fold_epochs"]))
 
 
 def test_fine_tuning_runs_only_when_named() -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         n_classes=len(dataset.labels),
         reference=args.reference,
         cache_dir=args.output_dir / "folds",
-        base=lambda: _fresh_base(args),
+        base=partial(_fresh_base, args),
     )
     if args.reference not in results:
         for row in rows:
@@ -179,37 +180,56 @@ def ship(
     dataset,
     args: argparse.Namespace,
 ) -> Path:
-    """Train ``method`` on every photo, save base + head as ``.h5``, record it as best_run."""
-    from training.methods import train_head
-    from training.model import make_base, make_network
+    """Train ``method`` on every photo, save base + head as ``.h5``, record it as best_run.
 
+    A fine-tuning method keeps its recipe: the head's epoch and the fine-tuning run on a
+    held-out 10%, fine-tuned for the median of the folds' best epochs.
+    """
     epochs = row["epochs"] or int(np.median(row["fold_epochs"]))
-    final = replace(method, epochs=epochs, inner_holdout=0.0)
-    everything = np.arange(len(targets))
     start = time.perf_counter()
-    head = train_head(final, by_view, targets, everything, everything[:0], len(dataset.labels), 1)
+    model, top = _train_on_everything(method, epochs, by_view, targets, dataset, args)
     seconds = time.perf_counter() - start
-    network = make_network(
-        args.image_size,
-        method.size_inner,
-        method.droprate,
-        n_classes=len(dataset.labels),
-        l2=method.l2,
-        base=make_base(args.image_size, _weights(args.weights)),
-    )
-    network.top.set_weights(head.top.get_weights())
     name = f"cv_{method.name}_s{args.image_size}_all"
     run_dir = args.ship / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("*.h5"):
         old.unlink()
     checkpoint = run_dir / f"xception_v1_{epochs:02d}_{row['accuracy']:.3f}.h5"
-    network.model.save(checkpoint)
-    _check_full_model(network.model, head.top, dataset, args.image_size)
+    model.save(checkpoint)
+    _check_full_model(model, top, dataset, args.image_size)
     entry = _manifest_entry(name, checkpoint, args, method, row, epochs, seconds, dataset)
     _record(args.ship, entry)
     print(f"shipped {name}: {checkpoint} (best_run in {args.ship / 'manifest.json'})", flush=True)
     return checkpoint
+
+
+def _train_on_everything(method: Method, epochs: int, by_view, targets, dataset, args):
+    """(the complete network, its head) trained as ``method`` on every labelled photo."""
+    from training.methods import train_head
+    from training.model import make_network
+
+    everything, n_classes = np.arange(len(targets)), len(dataset.labels)
+    if method.fine_tune:
+        from training.finetune import fine_tune_fold
+
+        final = replace(method, fine_tune_epochs=epochs)
+        base = lambda: _fresh_base(args)  # noqa: E731
+        run = fine_tune_fold(
+            final, by_view, targets, everything, everything[:0], n_classes, 1, base
+        )
+        return run.network, run.top
+    final = replace(method, epochs=epochs, inner_holdout=0.0)
+    head = train_head(final, by_view, targets, everything, everything[:0], n_classes, 1)
+    network = make_network(
+        args.image_size,
+        method.size_inner,
+        method.droprate,
+        n_classes=n_classes,
+        l2=method.l2,
+        base=_fresh_base(args),
+    )
+    network.top.set_weights(head.top.get_weights())
+    return network.model, network.top
 
 
 def _check_full_model(model, top, dataset, image_size: int) -> None:
@@ -243,7 +263,12 @@ def _manifest_entry(name, checkpoint, args, method, row, epochs, seconds, datase
             "image_size": args.image_size,
             "epochs": epochs,
             "name": name,
-            "path": "fast (cached features), trained on every labelled photo",
+            "path": (
+                f"fine-tune from {method.fine_tune} (cached activations)"
+                if method.fine_tune
+                else "fast (cached features)"
+            )
+            + ", trained on every labelled photo",
         },
         "labels": list(dataset.labels),
         "best_checkpoint": checkpoint.relative_to(root).as_posix(),
@@ -269,7 +294,12 @@ def _manifest_entry(name, checkpoint, args, method, row, epochs, seconds, datase
             "weights": features.weights_fingerprint(_weights(args.weights)),
         },
         "train_seconds": round(seconds, 2),
-        "trained_on": "every labelled photo (train + validation + test)",
+        "trained_on": "every labelled photo (train + validation + test)"
+        + (
+            f", {method.inner_holdout:.0%} held out to pick the head's epoch"
+            if method.fine_tune
+            else ""
+        ),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "checkpoint_sha256": files.sha256_file(checkpoint),

@@ -228,6 +228,7 @@ def fine_tune_fold(
         np.array(inner_accuracy) if inner is not None else None,
         network.top,
         inner,
+        network=network.model,
     )
 
 

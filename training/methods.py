@@ -146,6 +146,7 @@ class HeadRun:
     top: Any  # the trained keras head (last epoch)
     inner_rows: np.ndarray | None = None  # the inner holdout, if the method has one
     best_weights: list | None = None  # the head's weights at its first best inner epoch
+    network: Any = None  # the whole network (base + head), when its base was fine-tuned
 
 
 def train_head(

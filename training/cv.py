@@ -120,9 +120,13 @@ def _train_folds(
         else:
             run = train_head(method, views, targets, train_rows, held_out, n_classes, seed + i)
         per_epoch[:, held_out] = run.logits
+        accuracy = (run.logits.argmax(axis=2) == targets[held_out]).mean(axis=1)
         if run.inner_accuracy is not None:  # today's recipe: first best epoch on the holdout
             inner_best.append(int(np.argmax(run.inner_accuracy)) + 1)
-        log(f"  {method.name} fold {i}: {time.perf_counter() - start:.0f} s")
+        log(
+            f"  {method.name} fold {i}: {time.perf_counter() - start:.0f} s, held-out accuracy "
+            f"by epoch {' '.join(f'{a:.3f}' for a in accuracy)}"
+        )
     return per_epoch, inner_best
 
 

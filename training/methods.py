@@ -64,8 +64,12 @@ class Method:
         return self.fine_tune_epochs if self.fine_tune else self.epochs
 
     def to_dict(self) -> dict:
+        """The settings as JSON (a head-only method's without the fine-tuning ones)."""
         record = asdict(self)
         record["train_views"] = list(self.train_views)
+        if not self.fine_tune:
+            for key in ("fine_tune", "fine_tune_epochs", "fine_tune_learning_rate"):
+                del record[key]
         return record
 
 

@@ -134,6 +134,12 @@ METHODS: dict[str, Method] = {
             inner_holdout=0.1,
             fine_tune="block13",
         ),
+        Method(
+            "ft-block14",
+            "ft-block13 with only the last block (block14) fine-tuned",
+            inner_holdout=0.1,
+            fine_tune="block14",
+        ),
     )
 }
 # Fine-tuning runs the top blocks forward and backward for every photo, every epoch

@@ -283,9 +283,10 @@ def run(
         rows.append(evaluate(results[method.name], targets, fold, seed=seed))
         log(f"  accuracy {rows[-1]['accuracy']:.4f} {rows[-1]['accuracy_ci']}")
     if reference in results:
-        base = results[reference].oof_logits
+        reference_logits = results[reference].oof_logits
         for row in rows:
-            gain, ci = paired_difference(results[row["method"]].oof_logits, base, targets)
+            logits = results[row["method"]].oof_logits
+            gain, ci = paired_difference(logits, reference_logits, targets)
             row["gain_vs_reference"], row["gain_ci"] = gain, ci
             row["kept"] = row["method"] != reference and ci[0] > 0
     return rows, results, fold

@@ -106,3 +106,18 @@ def test_classification_metrics_on_a_known_confusion() -> None:
     assert metrics["per_class"]["a"] == {"precision": 2 / 3, "recall": 2 / 3, "support": 3}
     assert metrics["per_class"]["b"] == {"precision": 2 / 3, "recall": 1.0, "support": 2}
     assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "support": 1}
+
+
+def test_array_batches_read_only_the_given_rows_once_each_epoch() -> None:
+    from training.pipeline import array_batches
+
+    x = np.arange(20, dtype=np.float16).reshape(10, 2)
+    targets = np.arange(10) % 3
+    rows = np.array([1, 4, 5, 8])
+    ds = array_batches(x, targets, 3, batch_size=3, shuffle=True, seed=2, rows=rows)
+    for _ in range(2):  # reshuffled, never another row, never a row twice
+        batches = list(ds.as_numpy_iterator())
+        seen = np.concatenate([b[0] for b in batches])
+        onehot = np.concatenate([b[1] for b in batches])
+        assert sorted(seen[:, 0] // 2) == rows.tolist() and seen.dtype == np.float32
+        assert onehot.argmax(axis=1).tolist() == targets[(seen[:, 0] // 2).astype(int)].tolist()

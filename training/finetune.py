@@ -153,28 +153,32 @@ def labelled_activations(
     """
     weights_fp = features.weights_fingerprint(weights)
     built: list[keras.Model] = []
-    parts = []
+    out: np.ndarray | None = None
+    start = 0
     for split in dataset.splits:
         files = dataset[split].files
         path = features.cache_path(
             cache_dir, image_size, weights_fp, dataset.fingerprint, split, kind=block
         )
-        if path is not None and path.is_file() and len(cached := np.load(path)) == len(files):
-            parts.append(cached)
-            continue
-        if not built:
-            built.append(split_base(make_base(image_size, weights), block)[0])
-        computed = views.stream_features(
-            built[0],
-            files,
-            image_size,
-            desc=f"{block} input {split}@{image_size}",
-            dtype=np.float16,
-        )
-        if path is not None:
-            data.save_array(path, computed)
-        parts.append(computed)
-    return np.concatenate(parts)
+        part: np.ndarray | None = None
+        if path is not None and path.is_file():
+            part = np.load(path, mmap_mode="r")  # copied straight into ``out`` below
+            part = part if len(part) == len(files) else None
+        if part is None:
+            if not built:
+                built.append(split_base(make_base(image_size, weights), block)[0])
+            desc = f"{block} input {split}@{image_size}"
+            part = views.stream_features(built[0], files, image_size, desc=desc, dtype=np.float16)
+            if path is not None:
+                data.save_array(path, part)
+        if out is None:  # one array for every photo: the splits are never held twice
+            total = sum(len(dataset[s].files) for s in dataset.splits)
+            out = np.empty((total, *part.shape[1:]), dtype=np.float16)
+        out[start : start + len(part)] = part
+        start += len(part)
+    if out is None:
+        raise ValueError("Expected at least one split of photos. Received none.")
+    return out
 
 
 def fine_tune_fold(
@@ -214,7 +218,7 @@ def fine_tune_fold(
     tuner = _tuning_model(blocks, network.top)
     compile_model(tuner, method.fine_tune_learning_rate, label_smoothing=method.label_smoothing)
     batches = pipeline.array_batches(
-        acts[rows], targets[rows], n_classes, batch_size=method.batch_size, shuffle=True, seed=seed
+        acts, targets, n_classes, batch_size=method.batch_size, shuffle=True, seed=seed, rows=rows
     )
     logits, inner_accuracy = [], []
     for _ in range(method.fine_tune_epochs):

@@ -64,19 +64,27 @@ def test_a_malformed_calibration_is_named(tmp_path: Path, calibration: object) -
         find_checkpoint(tmp_path)
 
 
-@pytest.mark.slow
-def test_cv_on_tiny_data_reports_and_ships_a_calibrated_run(tmp_path: Path, data_dir: Path) -> None:
+def cv_and_ship(tmp_path: Path, data_dir: Path, methods: str, shipped: str) -> tuple[Path, Path]:
+    """``training cv`` on 3 classes x 4 photos per split (3 folds, seed 5, random base at
+    71 px), shipping ``shipped``: (report folder, training folder)."""
     from training import cv_command
-    from training.folds import stratified_folds
 
     data = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4)
     out, ship = tmp_path / "cv", tmp_path / "training"
     argv = [
         *("--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "3"),
-        *("--seed", "5", "--methods", "today,flip", "--output-dir", str(out)),
-        *("--ship", str(ship), "--ship-method", "flip"),
+        *("--seed", "5", "--methods", methods, "--output-dir", str(out)),
+        *("--ship", str(ship), "--ship-method", shipped),
     ]
     assert cv_command.main(argv) == 0
+    return out, ship
+
+
+@pytest.mark.slow
+def test_cv_on_tiny_data_reports_and_ships_a_calibrated_run(tmp_path: Path, data_dir: Path) -> None:
+    from training.folds import stratified_folds
+
+    out, ship = cv_and_ship(tmp_path, data_dir, "today,flip", "flip")
     report = json.loads((out / "cv.json").read_text())
     assert report["n_photos"] == 36 and report["k"] == 3
     assert [row["method"] for row in report["methods"]] == ["today", "flip"]
@@ -120,16 +128,7 @@ def test_an_unknown_method_is_refused_with_the_list(capsys: pytest.CaptureFixtur
 
 @pytest.mark.slow
 def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) -> None:
-    from training import cv_command
-
-    data = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4)
-    out, ship = tmp_path / "cv", tmp_path / "training"
-    argv = [
-        *("--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "3"),
-        *("--seed", "5", "--methods", "today,ft-block13", "--output-dir", str(out)),
-        *("--ship", str(ship), "--ship-method", "ft-block13"),
-    ]
-    assert cv_command.main(argv) == 0
+    out, ship = cv_and_ship(tmp_path, data_dir, "today,ft-block13", "ft-block13")
     report = json.loads((out / "cv.json").read_text())
     _, tuned = report["methods"]
     assert tuned["method"] == "ft-block13" and tuned["config"]["fine_tune"] == "block13"

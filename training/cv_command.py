@@ -213,7 +213,7 @@ def _train_on_everything(method: Method, epochs: int, by_view, targets, dataset,
         from training.finetune import fine_tune_fold
 
         final = replace(method, fine_tune_epochs=epochs)
-        base = lambda: _fresh_base(args)  # noqa: E731
+        base = partial(_fresh_base, args)
         run = fine_tune_fold(
             final, by_view, targets, everything, everything[:0], n_classes, 1, base
         )

@@ -27,7 +27,7 @@ from training import data, features, pipeline, runs, views
 from training.config import RunConfig
 from training.data import Dataset
 from training.methods import HeadRun, Method, train_head
-from training.model import compile_model, make_base, make_network
+from training.model import Network, compile_model, make_base, make_network
 from training.runs import RunResult
 from training.workspace import Workspace
 
@@ -65,21 +65,15 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
     size, n_classes = cfg.image_size, len(ws.labels)
     with ws.strategy.scope():
         base = make_base(size, ws.weights)  # fresh: the workspace's shared base stays frozen
-        network = make_network(
-            size, cfg.size_inner, cfg.droprate, n_classes=n_classes, l2=cfg.l2, base=base
+        network, stem, tuner = tuning(
+            base, cfg.fine_tune_from, head.top.get_weights(), cfg, n_classes
         )
-        network.top.set_weights(head.top.get_weights())
-        stem, blocks = split_base(base, cfg.fine_tune_from)
     x_train = activations(ws, stem, cfg, "train")
     y_train = ws.targets("train")
     if cfg.fine_tune_flip:  # a cached augmentation: the mirror image of every train photo
         x_train = np.concatenate([x_train, activations(ws, stem, cfg, "train", flip=True)])
         y_train = np.concatenate([y_train, y_train])
     x_val = activations(ws, stem, cfg, "validation")
-    with ws.strategy.scope():
-        unfreeze(base, blocks)
-        tuner = _tuning_model(blocks, network.top)
-        compile_model(tuner, cfg.fine_tune_learning_rate, label_smoothing=cfg.label_smoothing)
     keras.utils.set_random_seed(cfg.seed)
     fit = runs.fit_best(
         tuner,
@@ -106,6 +100,30 @@ def fine_tune_run(ws: Workspace, cfg: RunConfig, head: RunResult) -> RunResult:
             verbose=0,
         ),
     )
+
+
+def tuning(
+    base: keras.Model, block: str, top_weights: list, head: RunConfig | Method, n_classes: int
+) -> tuple[Network, keras.Model, keras.Model]:
+    """(network, stem, tuner): ``head``'s top on ``base``, ``block`` and up unfrozen.
+
+    The tuner trains the unfrozen blocks and the top together on the stem's cached output,
+    compiled with ``head``'s fine-tuning learning rate and label smoothing.
+    """
+    network = make_network(
+        base.input_shape[1],
+        head.size_inner,
+        head.droprate,
+        n_classes=n_classes,
+        l2=head.l2,
+        base=base,
+    )
+    network.top.set_weights(top_weights)
+    stem, blocks = split_base(base, block)
+    unfreeze(base, blocks)
+    tuner = _tuning_model(blocks, network.top)
+    compile_model(tuner, head.fine_tune_learning_rate, label_smoothing=head.label_smoothing)
+    return network, stem, tuner
 
 
 def activations(
@@ -204,19 +222,8 @@ def fine_tune_fold(
     acts = by_view[method.activations_view]
     keras.utils.set_random_seed(seed)
     frozen = base()
-    network = make_network(
-        frozen.input_shape[1],
-        method.size_inner,
-        method.droprate,
-        n_classes=n_classes,
-        l2=method.l2,
-        base=frozen,
-    )
-    network.top.set_weights(head.best_weights or head.top.get_weights())
-    _, blocks = split_base(frozen, method.fine_tune)
-    unfreeze(frozen, blocks)
-    tuner = _tuning_model(blocks, network.top)
-    compile_model(tuner, method.fine_tune_learning_rate, label_smoothing=method.label_smoothing)
+    top_weights = head.best_weights or head.top.get_weights()
+    network, _, tuner = tuning(frozen, method.fine_tune, top_weights, method, n_classes)
     batches = pipeline.array_batches(
         acts, targets, n_classes, batch_size=method.batch_size, shuffle=True, seed=seed, rows=rows
     )

@@ -144,6 +144,10 @@ def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) ->
     entry = json.loads((ship / "manifest.json").read_text())["runs"][0]
     assert entry["config"]["path"].startswith("fine-tune from block13")
     assert entry["best_epoch"] == int(np.median(tuned["fold_epochs"]))
+    import keras
+
+    saved = keras.models.load_model(checkpoint.path, compile=False)
+    assert not any(layer.trainable for layer in saved.layers if layer.name.startswith("xception"))
 
 
 def test_fine_tuning_runs_only_when_named() -> None:

@@ -234,6 +234,7 @@ def fine_tune_fold(
         if inner is not None:
             guess = _predict(tuner, acts, inner).argmax(axis=1)
             inner_accuracy.append(float(np.mean(guess == targets[inner])))
+    frozen.trainable = False  # saved as a frozen base, like every other checkpoint
     return HeadRun(
         np.stack(logits),
         np.array(inner_accuracy) if inner is not None else None,

@@ -53,8 +53,8 @@ class Method:
         """Every cached view this method reads (a fine-tuning cut's activations included)."""
         predicted = ("orig", "flip") if self.tta_flip else ("orig",)
         cut = (self.activations_view,) if self.fine_tune else ()
-        cut += (self.mirror_view,) if self.fine_tune_flip else ()
-        return tuple(dict.fromkeys((*self.train_views, *predicted, *cut)))
+        mirror = (self.mirror_view,) if self.fine_tune_flip else ()
+        return tuple(dict.fromkeys((*self.train_views, *predicted, *cut, *mirror)))
 
     @property
     def activations_view(self) -> str:

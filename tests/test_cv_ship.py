@@ -162,6 +162,26 @@ def test_cv_fine_tunes_on_cached_mirror_images(tmp_path: Path, data_dir: Path) -
     assert find_checkpoint(ship).run == "cv_ft-block13-flip_s71_all"
 
 
+@pytest.mark.slow
+def test_cv_averages_the_fine_tuned_weights_from_the_second_epoch(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    out, ship = cv_and_ship(tmp_path, data_dir, "ft-block13,ft-block13-swa", "ft-block13-swa")
+    plain, averaged = json.loads((out / "cv.json").read_text())["methods"]
+    assert averaged["config"]["fine_tune_average_from"] == 2
+    assert "fine_tune_average_from" not in plain["config"]
+    logits = {
+        name: np.load(next((out / "folds").glob(f"{name}-*.npz")))["per_epoch"]
+        for name in ("ft-block13", "ft-block13-swa")
+    }
+    # The same training run: epochs 1 and 2 are the trained weights (a mean of one) ...
+    np.testing.assert_allclose(logits["ft-block13-swa"][:2], logits["ft-block13"][:2], atol=1e-4)
+    # ... then the mean of epochs 2..e, which answers differently from epoch e's weights.
+    for epoch in (2, 3, 4):
+        assert not np.allclose(logits["ft-block13-swa"][epoch], logits["ft-block13"][epoch])
+    assert find_checkpoint(ship).run == "cv_ft-block13-swa_s71_all"
+
+
 def test_mirror_activations_are_the_stems_output_on_mirrored_photos(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

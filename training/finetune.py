@@ -29,6 +29,7 @@ from training.data import Dataset
 from training.methods import HeadRun, Method, train_head
 from training.model import Network, compile_model, make_base, make_network
 from training.runs import RunResult
+from training.weight_average import WeightAverage
 from training.workspace import Workspace
 
 ENTRY = {  # the layer each fine-tunable block starts at (its input is the cut)
@@ -218,7 +219,8 @@ def fine_tune_fold(
     The head is trained as ``method`` says (its best inner-holdout epoch kept, as ``train``
     keeps the best validation epoch); then ``method.fine_tune`` and up are trained on the
     same rows from their cached input activations, with the inner holdout scored after
-    every fine-tuning epoch. ``base`` builds a fresh frozen base (it is modified).
+    every fine-tuning epoch (with ``method.fine_tune_average_from``, the weights' running
+    mean is scored, and kept). ``base`` builds a fresh frozen base (it is modified).
     """
     head = train_head(method, by_view, targets, train_rows, held_out_rows[:0], n_classes, seed)
     inner = head.inner_rows
@@ -240,12 +242,17 @@ def fine_tune_fold(
         mirror=mirror,
     )
     logits, inner_accuracy = [], []
-    for _ in range(method.fine_tune_epochs):
+    average = WeightAverage(tuner.trainable_weights)
+    for epoch in range(1, method.fine_tune_epochs + 1):
         tuner.fit(batches, epochs=1, shuffle=False, verbose=0)  # batches shuffle
-        logits.append(_predict(tuner, acts, held_out_rows))
-        if inner is not None:
-            guess = _predict(tuner, acts, inner).argmax(axis=1)
-            inner_accuracy.append(float(np.mean(guess == targets[inner])))
+        if method.fine_tune_average_from and epoch >= method.fine_tune_average_from:
+            average.add()
+        with average.applied():  # scored (and chosen) as the model that would ship
+            logits.append(_predict(tuner, acts, held_out_rows))
+            if inner is not None:
+                guess = _predict(tuner, acts, inner).argmax(axis=1)
+                inner_accuracy.append(float(np.mean(guess == targets[inner])))
+    average.assign()
     frozen.trainable = False  # saved as a frozen base, like every other checkpoint
     return HeadRun(
         np.stack(logits),

@@ -47,6 +47,9 @@ class Method:
     fine_tune_learning_rate: float = 1e-4
     # Fine-tune on each photo or its mirror image, at random each time it is read (cached).
     fine_tune_flip: bool = False
+    # > 0: predict with the mean of the weights after each fine-tuning epoch from this one
+    # on (stochastic weight averaging, `training.weight_average`).
+    fine_tune_average_from: int = 0
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -78,8 +81,9 @@ class Method:
         if not self.fine_tune:
             for key in ("fine_tune", "fine_tune_epochs", "fine_tune_learning_rate"):
                 del record[key]
-        if not self.fine_tune_flip:  # absent when off: earlier methods keep their digests
-            del record["fine_tune_flip"]
+        for key in ("fine_tune_flip", "fine_tune_average_from"):
+            if not record[key]:  # absent when off: earlier methods keep their digests
+                del record[key]
         return record
 
 
@@ -151,6 +155,14 @@ METHODS: dict[str, Method] = {
             inner_holdout=0.1,
             fine_tune="block13",
             fine_tune_flip=True,
+        ),
+        Method(
+            "ft-block13-swa",
+            "ft-block13 predicting with the mean of its weights after each fine-tuning epoch "
+            "from the 2nd on (stochastic weight averaging)",
+            inner_holdout=0.1,
+            fine_tune="block13",
+            fine_tune_average_from=2,
         ),
         Method(
             "ft-block14",

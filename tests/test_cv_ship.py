@@ -152,17 +152,6 @@ def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) ->
 
 
 @pytest.mark.slow
-def test_cv_fine_tunes_on_cached_mirror_images(tmp_path: Path, data_dir: Path) -> None:
-    out, ship = cv_and_ship(tmp_path, data_dir, "ft-block13,ft-block13-flip", "ft-block13-flip")
-    plain, flipped = json.loads((out / "cv.json").read_text())["methods"]
-    assert flipped["config"]["fine_tune_flip"] and "fine_tune_flip" not in plain["config"]
-    # The same head and folds; only the mirror images seen while fine-tuning differ.
-    oof = np.load(out / "oof-ft-block13-flip.npy")
-    assert not np.allclose(oof, np.load(out / "oof-ft-block13.npy"))
-    assert find_checkpoint(ship).run == "cv_ft-block13-flip_s71_all"
-
-
-@pytest.mark.slow
 def test_cv_averages_the_fine_tuned_weights_from_the_second_epoch(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -180,35 +169,6 @@ def test_cv_averages_the_fine_tuned_weights_from_the_second_epoch(
     for epoch in (2, 3, 4):
         assert not np.allclose(logits["ft-block13-swa"][epoch], logits["ft-block13"][epoch])
     assert find_checkpoint(ship).run == "cv_ft-block13-swa_s71_all"
-
-
-def test_mirror_activations_are_the_stems_output_on_mirrored_photos(
-    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import keras
-
-    from lambda_function.preprocessing import scale
-    from training import data, features
-    from training.finetune import labelled_activations, split_base
-    from training.model import make_base
-
-    dataset = data.scan(copy_subset(data_dir, tmp_path / "data", LABELS, per_class=1))
-    monkeypatch.setattr(features, "weights_fingerprint", lambda _: "seeded-random-base")
-    cache = tmp_path / "cache"
-    keras.utils.set_random_seed(0)  # the same random base twice
-    mirrored = labelled_activations(dataset, "block14", 71, None, cache, view="flip")
-    # Cached per split under `train --fine-tune-flip`'s name, and read back from there.
-    assert len(list(cache.glob("block14flip-71-seeded-random-*.npy"))) == 3
-    again = labelled_activations(dataset, "block14", 71, None, cache, view="flip")
-    assert np.array_equal(again, mirrored)
-    files = [f for split in dataset.splits for f in dataset[split].files]
-    pixels = np.stack([data.decode_file(f, 71) for f in files])[:, :, ::-1]
-    keras.utils.set_random_seed(0)
-    stem, _ = split_base(make_base(71, None), "block14")
-    expected = np.asarray(stem.predict_on_batch(scale(np.ascontiguousarray(pixels))))
-    assert mirrored.dtype == np.float16 and mirrored.shape == expected.shape
-    np.testing.assert_allclose(mirrored, expected, rtol=1e-2, atol=1e-2)
-    assert not np.allclose(mirrored, labelled_activations(dataset, "block14", 71, None, cache))
 
 
 def test_fine_tuning_runs_only_when_named() -> None:

@@ -121,21 +121,3 @@ def test_array_batches_read_only_the_given_rows_once_each_epoch() -> None:
         onehot = np.concatenate([b[1] for b in batches])
         assert sorted(seen[:, 0] // 2) == rows.tolist() and seen.dtype == np.float32
         assert onehot.argmax(axis=1).tolist() == targets[(seen[:, 0] // 2).astype(int)].tolist()
-
-
-def test_array_batches_read_each_row_as_itself_or_its_mirror_at_random() -> None:
-    from training.pipeline import array_batches
-
-    x = np.arange(1, 41, dtype=np.float16).reshape(20, 2)
-    rows = np.arange(2, 20)
-    ds = array_batches(
-        x, np.zeros(20, int), 1, batch_size=4, shuffle=True, seed=3, rows=rows, mirror=-x
-    )
-    mirrored = []
-    for _ in range(4):  # every row once per epoch, from either array, the odds even
-        seen = np.concatenate([b[0][:, 0] for b in ds.as_numpy_iterator()])
-        assert sorted(np.abs(seen) // 2) == rows.tolist()
-        mirrored.append(seen < 0)
-    assert 0.25 < np.mean(mirrored) < 0.75 and not all((m == mirrored[0]).all() for m in mirrored)
-    with pytest.raises(ValueError, match=r"mirror images shaped \(20, 2\)"):
-        array_batches(x, np.zeros(20, int), 1, mirror=x[:5])

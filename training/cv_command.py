@@ -316,13 +316,12 @@ def _activations(methods: Sequence[Method], dataset, args) -> dict[str, np.ndarr
     """The cached input of every block some method fine-tunes, by view key."""
     from training.finetune import labelled_activations
 
-    tuned = {m.activations_view: (m.fine_tune, "orig") for m in methods if m.fine_tune}
-    tuned |= {m.mirror_view: (m.fine_tune, "flip") for m in methods if m.fine_tune_flip}
+    tuned = {m.activations_view: m.fine_tune for m in methods if m.fine_tune}
     return {
         key: labelled_activations(
-            dataset, block, args.image_size, _weights(args.weights), args.cache_dir, view
+            dataset, block, args.image_size, _weights(args.weights), args.cache_dir
         )
-        for key, (block, view) in tuned.items()
+        for key, block in tuned.items()
     }
 
 

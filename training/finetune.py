@@ -164,12 +164,11 @@ def labelled_activations(
     image_size: int,
     weights: str | Path | None,
     cache_dir: Path | None,
-    view: str = "orig",
 ) -> np.ndarray:
     """The activations entering ``block`` for every labelled photo (all splits, float16).
 
-    ``view`` "flip": of their mirror images. Cached per split in the same files as
-    ``train --fine-tune``'s; the stem is built only if some split is not cached yet.
+    Cached per split in the same files as ``train --fine-tune``'s; the stem is built only
+    if some split is not cached yet.
     """
     weights_fp = features.weights_fingerprint(weights)
     built: list[keras.Model] = []
@@ -177,9 +176,8 @@ def labelled_activations(
     start = 0
     for split in dataset.splits:
         files = dataset[split].files
-        kind = block if view == "orig" else block + view  # `activations`' names
         path = features.cache_path(
-            cache_dir, image_size, weights_fp, dataset.fingerprint, split, kind=kind
+            cache_dir, image_size, weights_fp, dataset.fingerprint, split, kind=block
         )
         part: np.ndarray | None = None
         if path is not None and path.is_file():
@@ -188,10 +186,8 @@ def labelled_activations(
         if part is None:
             if not built:
                 built.append(split_base(make_base(image_size, weights), block)[0])
-            desc = f"{kind} input {split}@{image_size}"
-            part = views.stream_features(
-                built[0], files, image_size, view, desc=desc, dtype=np.float16
-            )
+            desc = f"{block} input {split}@{image_size}"
+            part = views.stream_features(built[0], files, image_size, desc=desc, dtype=np.float16)
             if path is not None:
                 data.save_array(path, part)
         if out is None:  # one array for every photo: the splits are never held twice
@@ -226,20 +222,12 @@ def fine_tune_fold(
     inner = head.inner_rows
     rows = train_rows if inner is None else np.setdiff1d(train_rows, inner)
     acts = by_view[method.activations_view]
-    mirror = by_view[method.mirror_view] if method.fine_tune_flip else None
     keras.utils.set_random_seed(seed)
     frozen = base()
     top_weights = head.best_weights or head.top.get_weights()
     network, _, tuner = tuning(frozen, method.fine_tune, top_weights, method, n_classes)
     batches = pipeline.array_batches(
-        acts,
-        targets,
-        n_classes,
-        batch_size=method.batch_size,
-        shuffle=True,
-        seed=seed,
-        rows=rows,
-        mirror=mirror,
+        acts, targets, n_classes, batch_size=method.batch_size, shuffle=True, seed=seed, rows=rows
     )
     logits, inner_accuracy = [], []
     average = WeightAverage(tuner.trainable_weights)

@@ -45,8 +45,6 @@ class Method:
     fine_tune: str = ""
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-4
-    # Fine-tune on each photo or its mirror image, at random each time it is read (cached).
-    fine_tune_flip: bool = False
     # > 0: predict with the mean of the weights after each fine-tuning epoch from this one
     # on (stochastic weight averaging, `training.weight_average`).
     fine_tune_average_from: int = 0
@@ -56,18 +54,12 @@ class Method:
         """Every cached view this method reads (a fine-tuning cut's activations included)."""
         predicted = ("orig", "flip") if self.tta_flip else ("orig",)
         cut = (self.activations_view,) if self.fine_tune else ()
-        mirror = (self.mirror_view,) if self.fine_tune_flip else ()
-        return tuple(dict.fromkeys((*self.train_views, *predicted, *cut, *mirror)))
+        return tuple(dict.fromkeys((*self.train_views, *predicted, *cut)))
 
     @property
     def activations_view(self) -> str:
         """The key of the activations entering ``fine_tune`` among the cached views."""
         return f"{self.fine_tune}-input"
-
-    @property
-    def mirror_view(self) -> str:
-        """The key of the mirror images' activations entering ``fine_tune``."""
-        return f"{self.activations_view}-flip"
 
     @property
     def scored_epochs(self) -> int:
@@ -81,9 +73,8 @@ class Method:
         if not self.fine_tune:
             for key in ("fine_tune", "fine_tune_epochs", "fine_tune_learning_rate"):
                 del record[key]
-        for key in ("fine_tune_flip", "fine_tune_average_from"):
-            if not record[key]:  # absent when off: earlier methods keep their digests
-                del record[key]
+        if not self.fine_tune_average_from:  # absent when off: earlier digests still hold
+            del record["fine_tune_average_from"]
         return record
 
 
@@ -147,14 +138,6 @@ METHODS: dict[str, Method] = {
             "1e-4, BatchNorm frozen, best epoch on the held-out 10% (`train --fine-tune block13`)",
             inner_holdout=0.1,
             fine_tune="block13",
-        ),
-        Method(
-            "ft-block13-flip",
-            "ft-block13 fine-tuned on each photo or its mirror image, at random each epoch "
-            "(cached activations of both)",
-            inner_holdout=0.1,
-            fine_tune="block13",
-            fine_tune_flip=True,
         ),
         Method(
             "ft-block13-swa",

@@ -55,7 +55,6 @@ def array_batches(
     shuffle: bool = False,
     seed: int | None = None,
     rows: np.ndarray | None = None,
-    mirror: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(float32 x, one-hot targets)`` read from ``x`` in place, one at a time.
 
@@ -63,23 +62,14 @@ def array_batches(
     at 299 px): ``fit(x, y)`` and ``from_tensor_slices`` copy the whole array into tensors,
     several times over; this keeps only the numpy array and one batch in memory.
     ``rows`` (sorted) reads only those rows of ``x`` and ``targets``, without copying them.
-    ``mirror`` (the same photos' mirror images, shaped like ``x``) is a cached random flip:
-    each time a row is read, it comes from ``x`` or ``mirror`` with equal odds.
     """
     rows = np.arange(len(x)) if rows is None else rows
     n, shape = len(rows), x.shape[1:]
-    if mirror is not None and mirror.shape != x.shape:
-        raise ValueError(f"Expected mirror images shaped {x.shape}. Received: {mirror.shape}")
-    coin = np.random.default_rng(seed)
 
     def take(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         indices = rows[np.sort(indices)]  # sorted reads are faster; batch order is irrelevant
         onehot = np.eye(n_classes, dtype=np.float32)[targets[indices]]
-        batch = x[indices].astype(np.float32)
-        if mirror is not None:
-            flipped = coin.random(len(indices)) < 0.5
-            batch[flipped] = mirror[indices[flipped]]
-        return batch, onehot
+        return x[indices].astype(np.float32), onehot
 
     def load(indices: tf.Tensor):
         batch, onehot = tf.numpy_function(take, [indices], (tf.float32, tf.float32))

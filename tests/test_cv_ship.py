@@ -169,6 +169,14 @@ def test_cv_averages_the_fine_tuned_weights_from_the_second_epoch(
     for epoch in (2, 3, 4):
         assert not np.allclose(logits["ft-block13-swa"][epoch], logits["ft-block13"][epoch])
     assert find_checkpoint(ship).run == "cv_ft-block13-swa_s71_all"
+    entry = json.loads((ship / "manifest.json").read_text())["runs"][0]
+    epochs = entry["best_epoch"]
+    assert entry["config"]["fine_tune_epochs"] == epochs == int(np.median(averaged["fold_epochs"]))
+    averaged_over = f", weights averaged over fine-tuning epochs 2-{epochs}" if epochs > 1 else ""
+    assert entry["config"]["path"] == (
+        f"fine-tune from block13 (cached activations){averaged_over}"
+        ", trained on every labelled photo"
+    )
 
 
 def test_fine_tuning_runs_only_when_named() -> None:

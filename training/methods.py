@@ -156,7 +156,7 @@ METHODS: dict[str, Method] = {
     )
 }
 # Fine-tuning runs the top blocks forward and backward for every photo, every epoch
-# (~17 min per fold on 2 CPU cores): it runs only when named.
+# (~12 min per fold on 2 CPU cores): it runs only when named.
 HEAD_ONLY = tuple(name for name, method in METHODS.items() if not method.fine_tune)
 
 

@@ -76,8 +76,8 @@ classify: | setup ## classify IMAGES (files or URLs) through the Lambda handler
 # model (docs/model-quality.md): the method cross-validation chose (SHIP_METHOD), its
 # calibration (temperature, `confident` threshold) fitted on out-of-fold predictions, then
 # trained on every labelled photo. TRAIN_ARGS adds `python -m training cv` options.
-# SHIP_METHOD=ft-block13 ships the fine-tuned recipe cross-validation chose: 1.7 points
-# better out of fold, over an hour on 2 cores (default `today` fits make run in 15 min).
+# SHIP_METHOD=ft-block13-swa ships the fine-tuned recipe cross-validation chose: 2.3
+# points better out of fold, over an hour on 2 cores (default `today` fits make run in 15 min).
 SHIP_METHOD ?= today
 $(TRAINING): $(TRAIN_INPUTS) | setup data
 	$(BIN)/python -m training cv --methods $(SHIP_METHOD) --output-dir artifacts/cv-ship \

@@ -29,10 +29,8 @@ class WeightAverage:
         """Fold the variables' current values into the mean."""
         self.count += 1
         current = [np.asarray(v.numpy(), dtype=np.float64) for v in self.variables]
-        if not self.mean:
-            self.mean = current
-            return
-        self.mean = [m + (c - m) / self.count for m, c in zip(self.mean, current, strict=True)]
+        mean = self.mean or current
+        self.mean = [m + (c - m) / self.count for m, c in zip(mean, current, strict=True)]
 
     def assign(self) -> None:
         """Replace the variables' values with the mean (nothing if nothing was added)."""

@@ -1,0 +1,43 @@
+"""int8 against fp32 out of fold for a fine-tuned method: each fold's network converted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.datasets import copy_subset
+from tests.test_cv_ship import LABELS
+
+
+@pytest.mark.slow
+def test_every_fold_of_a_fine_tuned_method_is_converted_and_quantised(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 folds of 3 classes x 12 photos, a random base at 71 px (each fold converts)."""
+    from bench import cv_int8
+    from training import cv_command
+
+    data, out = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4), tmp_path / "cv"
+    argv = ["--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "2"]
+    assert cv_command.main([*argv, "--methods", "ft-block13-swa", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "cv.json").read_text())
+    monkeypatch.chdir(tmp_path)  # the scratch JSON and the published table land here
+    argv = ["--cv-dir", str(out), "--data-dir", str(data), "--weights", "none"]
+    assert cv_int8.main([*argv, "--method", "ft-block13-swa"]) == 0
+    result = json.loads(Path("artifacts/bench/cv_int8-ft-block13-swa.json").read_text())
+    assert result["photos"] == report["n_photos"] == 36
+    # Each fold trained for its own chosen epochs, as the CV report says.
+    folds = result["folds"]
+    assert [f["fine_tune_epochs"] for f in folds] == report["methods"][0]["fold_epochs"]
+    # The converted fp32 network answers as the Keras one it came from.
+    assert result["onnx_fp32_vs_keras_max_abs_logit_diff"] < 1e-3
+    held_out = [round(f["fp32_accuracy"] * 18) for f in folds]  # right of 18 per fold
+    assert result["fp32_accuracy"] == pytest.approx(sum(held_out) / 36)
+    diff = result["int8_accuracy"] - result["fp32_accuracy"]
+    assert result["int8_minus_fp32"] == pytest.approx(diff)
+    lo, hi = result["int8_minus_fp32_ci"]
+    assert lo <= diff <= hi
+    (table,) = Path("docs/results").glob("cv-int8-ft-block13-swa-*.md")
+    assert "| fold | fine-tuning epochs |" in table.read_text()

@@ -11,7 +11,12 @@ The base is frozen and identical in every checkpoint, so the int8 base of any co
 model stands for the shipped one; its quantisation ranges come from the activations of
 calibration photos, which the head does not change.
 
+A fine-tuning method changes the base's top blocks in every fold, so no one int8 base
+stands for it: each fold's whole network is converted and quantised instead
+(:mod:`bench.cv_int8_tuned`, about 15 minutes per fold on 2 cores).
+
     python -m bench.cv_int8 [--model artifacts/model/model.int8.onnx] [--method flip]
+    python -m bench.cv_int8 --cv-dir artifacts/cv-swa --method ft-block13-swa
 """
 
 from __future__ import annotations

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = json.loads((args.cv_dir / "cv.json").read_text())
     name = args.method or report["chosen"]
+    if name not in {row["method"] for row in report["methods"]}:
+        parser.error(f"Expected a method the CV report in {args.cv_dir} ran. Received: {name!r}")
     method = METHODS[name]
     weights = None if str(args.weights).lower() == "none" else args.weights
     if method.fine_tune:

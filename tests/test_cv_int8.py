@@ -41,3 +41,15 @@ def test_every_fold_of_a_fine_tuned_method_is_converted_and_quantised(
     assert lo <= diff <= hi
     (table,) = Path("docs/results").glob("cv-int8-ft-block13-swa-*.md")
     assert "| fold | fine-tuning epochs |" in table.read_text()
+
+
+def test_a_method_the_report_did_not_run_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import cv_int8
+
+    (tmp_path / "cv.json").write_text(json.dumps({"methods": [{"method": "today"}]}))
+    with pytest.raises(SystemExit) as exit_:
+        cv_int8.main(["--cv-dir", str(tmp_path), "--method", "ft-block13-swa"])
+    assert exit_.value.code == 2
+    assert "Received: 'ft-block13-swa'" in capsys.readouterr().err

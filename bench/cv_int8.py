@@ -211,7 +211,8 @@ def _fold_table(result: dict) -> str:
     lines.append(
         f"\nThe retrained folds give the CV report's answer on "
         f"{result['keras_same_answer_as_cv']:.2%} of photos (largest logit difference "
-        f"{result['keras_vs_cv_max_abs_logit_diff']:.2g}); ONNX fp32 against Keras: "
+        f"{result['keras_vs_cv_max_abs_logit_diff']:.2g}). Largest logit difference of ONNX "
+        "fp32 (from the pixels) against Keras (from the float16-cached activations): "
         f"{result['onnx_fp32_vs_keras_max_abs_logit_diff']:.2g}."
     )
     return "\n".join(lines) + "\n"

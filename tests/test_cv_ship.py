@@ -127,10 +127,13 @@ def test_an_unknown_method_is_refused_with_the_list(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
-def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) -> None:
-    out, ship = cv_and_ship(tmp_path, data_dir, "today,ft-block13", "ft-block13")
-    report = json.loads((out / "cv.json").read_text())
-    _, tuned = report["methods"]
+def test_cv_fine_tunes_the_exit_flow_per_fold_and_averages_from_the_second_epoch(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """One tiny CV of today, ft-block13 and ft-block13-swa, shipping the averaged one."""
+    methods = "today,ft-block13,ft-block13-swa"
+    out, ship = cv_and_ship(tmp_path, data_dir, methods, "ft-block13-swa")
+    _, tuned, averaged = json.loads((out / "cv.json").read_text())["methods"]
     assert tuned["method"] == "ft-block13" and tuned["config"]["fine_tune"] == "block13"
     # The fine-tuning epochs are the scored ones, each fold's chosen on its inner holdout.
     assert len(tuned["epoch_accuracy"]) == 5 and len(tuned["fold_epochs"]) == 3
@@ -138,33 +141,17 @@ def test_cv_fine_tunes_the_exit_flow_per_fold(tmp_path: Path, data_dir: Path) ->
     # Fine-tuning moves the answers away from the head it started from.
     assert not np.allclose(np.load(out / "oof-ft-block13.npy"), np.load(out / "oof-today.npy"))
     assert tuned["accuracy_ci"][0] <= tuned["accuracy"] <= tuned["accuracy_ci"][1]
-    # Shipped: the fine-tuned base inside the .h5 (checked by cv_command against its head).
-    checkpoint = find_checkpoint(ship)
-    assert checkpoint.run == "cv_ft-block13_s71_all"
-    entry = json.loads((ship / "manifest.json").read_text())["runs"][0]
-    assert entry["config"]["path"].startswith("fine-tune from block13")
-    assert entry["best_epoch"] == int(np.median(tuned["fold_epochs"]))
-    import keras
-
-    saved = keras.models.load_model(checkpoint.path, compile=False)
-    assert not any(layer.trainable for layer in saved.layers if layer.name.startswith("xception"))
-
-
-@pytest.mark.slow
-def test_cv_averages_the_fine_tuned_weights_from_the_second_epoch(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    out, ship = cv_and_ship(tmp_path, data_dir, "ft-block13,ft-block13-swa", "ft-block13-swa")
-    plain, averaged = json.loads((out / "cv.json").read_text())["methods"]
     assert averaged["config"]["fine_tune_average_from"] == 2
-    assert "fine_tune_average_from" not in plain["config"]
+    assert "fine_tune_average_from" not in tuned["config"]
     logits = {
         name: np.load(next((out / "folds").glob(f"{name}-*.npz")))["per_epoch"]
         for name in ("ft-block13", "ft-block13-swa")
     }
     # The same training run: epochs 1 and 2 are the trained weights (a mean of one).
     np.testing.assert_allclose(logits["ft-block13-swa"][:2], logits["ft-block13"][:2], atol=1e-4)
-    assert find_checkpoint(ship).run == "cv_ft-block13-swa_s71_all"
+    # Shipped: the fine-tuned base inside the .h5 (checked by cv_command against its head).
+    checkpoint = find_checkpoint(ship)
+    assert checkpoint.run == "cv_ft-block13-swa_s71_all"
     entry = json.loads((ship / "manifest.json").read_text())["runs"][0]
     epochs = entry["best_epoch"]
     assert entry["config"]["fine_tune_epochs"] == epochs == int(np.median(averaged["fold_epochs"]))
@@ -173,6 +160,10 @@ def test_cv_averages_the_fine_tuned_weights_from_the_second_epoch(
         f"fine-tune from block13 (cached activations){averaged_over}"
         ", trained on every labelled photo"
     )
+    import keras
+
+    saved = keras.models.load_model(checkpoint.path, compile=False)
+    assert not any(layer.trainable for layer in saved.layers if layer.name.startswith("xception"))
 
 
 @pytest.mark.slow

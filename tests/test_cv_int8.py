@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.datasets import copy_subset
@@ -15,14 +16,24 @@ from tests.test_cv_ship import LABELS
 def test_every_fold_of_a_fine_tuned_method_is_converted_and_quantised(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """2 folds of 3 classes x 12 photos, a random base at 71 px (each fold converts)."""
+    """2 folds of 3 classes x 12 photos, a random base at 71 px (each fold converts).
+
+    The CV report is written here (the bench reads its folds, seed and fold epochs): the
+    tiny CV itself is run by tests/test_cv_ship.py.
+    """
     from bench import cv_int8
-    from training import cv_command
+    from training import data as datasets
+    from training.folds import stratified_folds
 
     data, out = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4), tmp_path / "cv"
-    argv = ["--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "2"]
-    assert cv_command.main([*argv, "--methods", "ft-block13-swa", "--output-dir", str(out)]) == 0
-    report = json.loads((out / "cv.json").read_text())
+    dataset = datasets.scan(data)
+    targets = np.concatenate([dataset[split].targets for split in dataset.splits])
+    out.mkdir()
+    np.save(out / "folds.npy", stratified_folds(targets, 2, seed=5))
+    np.save(out / "oof-ft-block13-swa.npy", np.zeros((len(targets), 3)))
+    row = {"method": "ft-block13-swa", "fold_epochs": [2, 1]}  # averaged, and not
+    report = {"image_size": 71, "seed": 5, "n_photos": len(targets), "methods": [row]}
+    (out / "cv.json").write_text(json.dumps(report | {"chosen": row["method"]}))
     monkeypatch.chdir(tmp_path)  # the scratch JSON and the published table land here
     argv = ["--cv-dir", str(out), "--data-dir", str(data), "--weights", "none"]
     assert cv_int8.main([*argv, "--method", "ft-block13-swa"]) == 0

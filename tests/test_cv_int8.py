@@ -41,7 +41,7 @@ def test_every_fold_of_a_fine_tuned_method_is_converted_and_quantised(
     assert result["photos"] == report["n_photos"] == 36
     # Each fold trained for its own chosen epochs, as the CV report says.
     folds = result["folds"]
-    assert [f["fine_tune_epochs"] for f in folds] == report["methods"][0]["fold_epochs"]
+    assert [f["fine_tune_epochs"] for f in folds] == row["fold_epochs"]
     # The converted fp32 network answers as the Keras one it came from.
     assert result["onnx_fp32_vs_keras_max_abs_logit_diff"] < 1e-3
     held_out = [round(f["fp32_accuracy"] * 18) for f in folds]  # right of 18 per fold

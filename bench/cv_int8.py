@@ -55,7 +55,10 @@ def base_model(source: Path, target: Path) -> Path:
     return target
 
 
-def features(session, files: list[Path], image_size: int, batch: int = 16) -> np.ndarray:
+def features(
+    session, files: list[Path], image_size: int, batch: int = 16, desc: str = "int8 features"
+) -> np.ndarray:
+    """The session's first output for ``files``, decoded and scaled as the Lambda does."""
     from lambda_function.preprocessing import load_pixels, scale
 
     name = session.get_inputs()[0].name
@@ -69,7 +72,7 @@ def features(session, files: list[Path], image_size: int, batch: int = 16) -> np
         out.append(np.asarray(pooled, dtype=np.float32).reshape(len(pixels), -1))
         done = start + len(pixels)
         rate = done / (time.perf_counter() - started)
-        print(f"\rint8 features {done}/{len(files)} ({rate:.1f} img/s)", end="", flush=True)
+        print(f"\r{desc} {done}/{len(files)} ({rate:.1f} img/s)", end="", flush=True)
     print()
     return np.concatenate(out)
 

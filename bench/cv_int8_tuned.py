@@ -25,8 +25,6 @@ import numpy as np
 
 from bench.results import SCRATCH
 
-CALIBRATION_PHOTOS = 200  # as python -m convert (Options.calibration_images)
-
 
 @dataclass
 class FoldScores:
@@ -47,6 +45,7 @@ def paired_logits(
     from training import data, views
     from training.finetune import labelled_activations
     from training.folds import fold_indices
+    from training.model import make_base
 
     row = next(r for r in report["methods"] if r["method"] == method.name)
     size, seed = report["image_size"], report["seed"]
@@ -70,7 +69,7 @@ def paired_logits(
             [files[r] for r in held_out],
             [files[r] for r in train_rows],
             seed + i,
-            partial(_base, size, weights),
+            partial(make_base, size, weights),
             size,
         )
         for kind in out:
@@ -96,9 +95,12 @@ def one_fold(method, by_view, rows, held_out_files, train_files, seed, base, siz
     import keras
     import onnx
 
+    from bench.cv_int8 import features
     from convert.images import Photo, spread_sample
+    from convert.pipeline import Options
     from convert.quantize import quantize_int8
     from convert.to_onnx import keras_to_onnx
+    from lambda_function.model import open_session
     from training.finetune import fine_tune_fold
 
     targets, train_rows, held_out, n_classes = rows
@@ -114,30 +116,18 @@ def one_fold(method, by_view, rows, held_out_files, train_files, seed, base, siz
     keras.backend.clear_session()
     gc.collect()
     photos = [Photo(path, int(targets[r])) for path, r in zip(train_files, train_rows, strict=True)]
-    quantize_int8(fp32, int8, spread_sample(photos, CALIBRATION_PHOTOS), size)
+    quantize_int8(fp32, int8, spread_sample(photos, Options.calibration_images), size)
     convert_s = time.perf_counter() - clock
     clock = time.perf_counter()
-    fp32_logits, int8_logits = (onnx_logits(path, held_out_files, size) for path in (fp32, int8))
+    fp32_logits, int8_logits = (
+        features(
+            open_session(path, intra_op_threads=os.cpu_count() or 1, quiet=True),
+            held_out_files,
+            size,
+            desc=path.stem,
+        ).astype(np.float64)
+        for path in (fp32, int8)
+    )
     return FoldScores(
         keras_logits, fp32_logits, int8_logits, train_s, convert_s, time.perf_counter() - clock
     )
-
-
-def onnx_logits(model: Path, files: list[Path], size: int, batch: int = 16) -> np.ndarray:
-    """The model's logits for ``files``, decoded and scaled as the Lambda does."""
-    from lambda_function.model import open_session
-    from lambda_function.preprocessing import load_pixels, scale
-
-    session = open_session(model, intra_op_threads=os.cpu_count() or 1, quiet=True)
-    name = session.get_inputs()[0].name
-    out = []
-    for start in range(0, len(files), batch):
-        pixels = np.stack([load_pixels(p.read_bytes(), size) for p in files[start : start + batch]])
-        out.append(np.asarray(session.run(None, {name: scale(pixels)})[0], dtype=np.float64))
-    return np.concatenate(out)
-
-
-def _base(size: int, weights: str | None):
-    from training.model import make_base
-
-    return make_base(size, weights)

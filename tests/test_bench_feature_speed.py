@@ -16,9 +16,9 @@ def test_feature_speed_reports_decoding_and_both_runtimes(
 ) -> None:
     from bench import feature_speed
 
-    model = build_model(tmp_path / "model.onnx", image_size=71)
+    model, data = build_model(tmp_path / "model.onnx", image_size=71), data_dir.resolve()
     monkeypatch.chdir(tmp_path)  # the published table lands here
-    argv = ["--onnx", str(model), "--data-dir", str(data_dir), "--weights", "none"]
+    argv = ["--onnx", str(model), "--data-dir", str(data), "--weights", "none"]
     assert feature_speed.main([*argv, "--image-size", "71"]) == 0
     (table,) = Path("docs/results").glob("feature-speed-*.md")
     speeds = re.findall(r"\| ([^|]+) \| ([0-9.]+) (?:ms/photo|photos/s) \|", table.read_text())

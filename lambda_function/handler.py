@@ -5,6 +5,8 @@ import, during the init phase; if it cannot be, the import fails, so Lambda repo
 init error, counts it, and tries the init again on the next request. Elsewhere (tests, the
 CLI) importing this module is cheap and the model loads on first use. Every request prints
 one JSON line that is both its log record and its metrics (:mod:`lambda_function.observe`).
+Uploads and backfill batches are the upload function's (``lambda_function.uploads``): sent
+here, they are answered with a ``wrong_function`` error, never run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import uuid
 from typing import Any
 
 from lambda_function import events, observe, uploads
-from lambda_function.errors import to_service_error
+from lambda_function.errors import BadRequestError, to_service_error
 from lambda_function.events import Request
 from lambda_function.process import get_service, load_at_init
 from lambda_function.service import Answer
@@ -27,8 +29,6 @@ _process = {"cold": True}
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Classify the image(s) ``event`` names; see docs/openapi.yaml for the contract."""
-    if uploads.is_s3_notification(event):  # an upload: its answer goes to the results table
-        return uploads.lambda_handler(event, context)
     started = time.monotonic()
     request_id = getattr(context, "aws_request_id", "") or str(uuid.uuid4())
     source = events.source_of(event)
@@ -36,6 +36,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     request: Request | None = None
     answer: Answer | None = None
     try:
+        _refuse_upload_events(event)
         service = get_service()
         config = service.config
         request = events.parse(
@@ -60,6 +61,21 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     )
     observe.emit(observe.with_metrics(line))
     return events.respond(source, status, payload)
+
+
+def _refuse_upload_events(event: Any) -> None:
+    """An S3 notification or a backfill batch belongs to the upload function: answering it
+    here (a 400, logged and counted) loses nothing, raising would trip the errors alarm."""
+    if uploads.is_s3_notification(event) or uploads.is_backfill_batch(event):
+        kind = (
+            "a backfill batch" if uploads.is_backfill_batch(event) else "an S3 event notification"
+        )
+        raise BadRequestError(
+            'Expected a predict request ({"url": ...}, {"urls": [...]} or {"image": ...}). '
+            f"Received: {kind}, which the upload function handles (the stack's "
+            "UploadFunctionName output); this function stores nothing.",
+            code="wrong_function",
+        )
 
 
 def _remaining_s(context: Any) -> float:

@@ -118,9 +118,24 @@ class Service:
             )
             return ItemResult(x, None, len(data), width, height, fetch_ms, _elapsed_ms(decoding))
         except Exception as exc:  # noqa: BLE001 - each item fails on its own; mapped here
+            error = to_service_error(exc)
             if item.url and not fetch_ms:
                 fetch_ms = _elapsed_ms(started)  # the time a failed fetch took
-            return ItemResult(error=to_service_error(exc), bytes=len(data), fetch_ms=fetch_ms)
+            elif item.url and item.url.startswith("s3://"):
+                error = _withheld(error)
+            return ItemResult(error=error, bytes=len(data), fetch_ms=fetch_ms)
+
+
+def _withheld(error: ServiceError) -> ServiceError:
+    """The same answer without what it says about the bytes (size, first bytes, pixels):
+    an ``s3://`` object is the deployment's, not the caller's. The log keeps the message."""
+    withheld = type(error)(
+        f"Expected an image this service decodes. The s3:// object is not one ({error.code}); "
+        "the request id identifies why in the function's log.",
+        code=error.code,
+        detail=error.message,
+    )
+    return to_service_error(withheld)
 
 
 def _item_error(error: ServiceError) -> dict[str, Any]:

@@ -230,7 +230,7 @@ def test_too_many_pixels_is_a_413(configure) -> None:
 
 
 def test_a_decompression_bomb_is_a_413_before_decoding(configure) -> None:
-    answer = invoke({"image": b64(png_claiming(60_000, 60_000))})
+    answer = invoke({"image": b64(png_claiming(8_000, 8_000))})
     assert (answer["status"], answer["error"]["code"]) == (413, "image_too_large")
 
 
@@ -421,3 +421,38 @@ def test_a_local_call_without_a_lambda_context_gets_an_answer(configure) -> None
 def test_a_model_loads_with_one_thread_each_unless_told(tiny_model) -> None:
     options = Classifier.load(tiny_model).session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"\x08\x07\x12\x07pytorch" + bytes(range(256)) * 40, "unsupported_image"),
+        (png_claiming(8_000, 8_000), "image_too_large"),
+        (image_bytes(BLUE)[:300], "unsupported_image"),
+    ],
+    ids=["model-bytes", "bomb-header", "truncated-jpeg"],
+)
+def test_an_s3_object_that_is_no_image_is_refused_without_its_size_or_bytes(
+    configure, caplog, body: bytes, code: str
+) -> None:
+    """The bucket is the deployment's (it may hold the model): the answer says what is
+    wrong, never how large the object is or how it starts. The log keeps that."""
+    import boto3
+
+    from lambda_function.fetch import s3
+    from tests import aws_local
+
+    with aws_local.moto_endpoint():
+        s3.s3_client.cache_clear()
+        boto3.client("s3").create_bucket(Bucket="shop-models")
+        boto3.client("s3").put_object(Bucket="shop-models", Key="fashion/serve.onnx", Body=body)
+        configure(S3_ALLOWED_BUCKETS="shop-models")
+        answer = invoke({"url": "s3://shop-models/fashion/serve.onnx"})
+    s3.s3_client.cache_clear()
+
+    assert_error(answer, code)
+    message = answer["error"]["message"]
+    assert "s3:// object is not one" in message
+    for leak in (str(len(body)), f"{len(body):,}", repr(body[:8])[2:-1], "8000x8000"):
+        assert leak not in message, leak
+    assert f"Received {len(body)} bytes" in caplog.text or "8000x8000" in caplog.text

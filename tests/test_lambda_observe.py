@@ -178,6 +178,22 @@ def test_a_4xx_is_counted_by_status_class_and_code_without_stage_latencies(funct
     assert {name for name, _ in metrics} == {"Requests", "Errors", "Latency", "ColdStart"}
 
 
+UPLOAD_SHAPED = {
+    "s3": {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "b"}}}]},
+    "s3-test-event": {"Event": "s3:TestEvent", "Bucket": "b"},
+    "backfill": {"Items": [{"Key": "catalogue/a.jpg"}], "BatchInput": {"bucket": "b"}},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(UPLOAD_SHAPED))
+def test_an_upload_shaped_event_is_a_counted_400_not_a_crash(function, shape) -> None:
+    """The predict function has no results table: S3 notifications and backfill batches are
+    the upload function's. Answered (not raised), they never count as Lambda errors."""
+    (line,) = function(UPLOAD_SHAPED[shape])
+    assert (line["status"], line["code"], line["StatusClass"]) == (400, "wrong_function", "4xx")
+    assert metrics_of(line)[("Errors", ("Function", "ErrorCode"))] == 1
+
+
 def test_a_5xx_is_counted_by_status_class_and_code(function, function_env, tmp_path) -> None:
     function_env(MODEL_PATH=tmp_path / "absent.onnx")
     (line,) = function({"image": b64(JPEG)})

@@ -223,3 +223,26 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_an_upload_event_sent_to_the_predict_function_is_answered_not_raised(
+    tiny_model: Path,
+) -> None:
+    """Raised, it would reach Lambda as an unhandled error with a stack trace of source
+    paths, and count in the function's Errors metric (its alarm) whenever anyone sent one."""
+    events = [
+        {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "b"}}}]},
+        {"Items": [{"Key": "catalogue/a.jpg"}], "BatchInput": {"bucket": "b"}},
+    ]
+    with container({"MODEL_PATH": str(tiny_model)}) as function:
+        answers = function.answer(events)
+    for number, (kind, answer) in enumerate(answers):
+        assert kind == f"invocation/request-{number}/response", function.output
+        assert (answer["status"], answer["error"]["code"]) == (400, "wrong_function")
+        assert "UploadFunctionName" in answer["error"]["message"]
+    assert ".py" not in json.dumps(answers) and "Traceback" not in function.output
+    lines = [json.loads(text) for text in function.lines if '"request_id"' in text]
+    assert [(line["request_id"], line["code"]) for line in lines] == [
+        ("request-0", "wrong_function"),
+        ("request-1", "wrong_function"),
+    ]

@@ -124,12 +124,12 @@ def test_the_row_holds_what_the_service_answers_for_the_same_photo(
     assert row["model_version"] == direct["model"]["version"]
 
 
-def test_the_predict_function_hands_an_s3_event_to_the_upload_path(aws: dict[str, Any]) -> None:
+def test_the_predict_function_refuses_an_s3_event_and_stores_nothing(aws: dict[str, Any]) -> None:
     event = upload(aws, "uploads/blue.jpg", image_bytes(BLUE))
     answer = handler.lambda_handler(event, FakeContext())
 
-    assert "statusCode" not in answer and "error" not in answer
-    assert only_row(aws)["category"] == LABELS[2]
+    assert (answer["status"], answer["error"]["code"]) == (400, "wrong_function")
+    assert rows(aws["table"]) == []
 
 
 def test_every_record_of_a_notification_gets_its_row(aws: dict[str, Any]) -> None:

@@ -23,6 +23,9 @@ STATE_MACHINE_VARIABLE = "BACKFILL_STATE_MACHINE"
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_CONCURRENCY = 20
 DEFAULT_TOLERATED_FAILURE_PERCENTAGE = 1.0
+MAX_CONCURRENCY = 100
+"""Batches in flight at once, at most: the template's UploadConcurrency ceiling. Above the
+upload function's reserved concurrency, batches are throttled and fail after their retries."""
 MAX_BATCH_SIZE = 64
 """A batch's bytes are all in memory at once: 64 photos at the 10 MB cap fit in 3 GB."""
 
@@ -101,6 +104,8 @@ def state_machine_arn(options: Options) -> str:
                 f"Expected a URI under s3://{bucket}/{prefix} (the prefix stack "
                 f"{options.stack} may read). Received: {options.uri}"
             )
+        if outputs.get("UploadFunctionName"):
+            check_concurrency(options, outputs["UploadFunctionName"])
         return outputs["BackfillStateMachineArn"]
     if os.environ.get(STATE_MACHINE_VARIABLE):
         return os.environ[STATE_MACHINE_VARIABLE]
@@ -108,6 +113,20 @@ def state_machine_arn(options: Options) -> str:
         f"Expected --state-machine ARN, --stack NAME or {STATE_MACHINE_VARIABLE}. "
         "Received: none of them."
     )
+
+
+def check_concurrency(options: Options, function: str, client: Any = None) -> None:
+    """Refuse more batches at once than the upload function may run (its reserved
+    concurrency): the rest would be throttled, retried, and fail the run."""
+    import boto3
+
+    answer = (client or boto3.client("lambda")).get_function_concurrency(FunctionName=function)
+    reserved = answer.get("ReservedConcurrentExecutions")
+    if reserved is not None and options.max_concurrency > reserved:
+        raise UsageError(
+            f"Expected --max-concurrency of at most {reserved} (the reserved concurrency of "
+            f"{function}, the stack's UploadConcurrency). Received: {options.max_concurrency}"
+        )
 
 
 def start(options: Options, arn: str, client: Any = None) -> str:
@@ -162,7 +181,8 @@ def parse_args(argv: list[str] | None) -> Options:
         "--max-concurrency",
         type=int,
         default=DEFAULT_MAX_CONCURRENCY,
-        help="batches in flight at once (Map MaxConcurrency)",
+        help="batches in flight at once (Map MaxConcurrency); at most "
+        f"{MAX_CONCURRENCY} and, with --stack, the upload function's reserved concurrency",
     )
     parser.add_argument(
         "--tolerated-failure-percentage",
@@ -174,7 +194,7 @@ def parse_args(argv: list[str] | None) -> Options:
     bucket, prefix = parse_uri(args.uri)
     for name, value, low, high in (
         ("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE),
-        ("--max-concurrency", args.max_concurrency, 1, 10_000),
+        ("--max-concurrency", args.max_concurrency, 1, MAX_CONCURRENCY),
         ("--tolerated-failure-percentage", args.tolerated_failure_percentage, 0, 100),
     ):
         if not low <= value <= high:

@@ -113,10 +113,30 @@ def create_results_table(name: str) -> None:
     )
 
 
+def state_machine_definition() -> dict[str, Any]:
+    """The backfill's definition as written (``DefinitionUri`` in the template)."""
+    uri = resource("BackfillStateMachine")["Properties"]["DefinitionUri"]
+    return dict(yaml.safe_load((REPO / uri).read_text()))
+
+
+def as_built(source: dict[str, Any], image_uri: str) -> dict[str, Any]:
+    """``source`` as ``sam build`` and ``sam deploy`` hand it on: each image function with its
+    ``ImageUri``, each state machine with the definition its ``DefinitionUri`` file holds."""
+    built = copy.deepcopy(source)
+    for item in built["Resources"].values():
+        properties = item.get("Properties", {})
+        if item["Type"] == "AWS::Serverless::Function" and properties.get("PackageType") == "Image":
+            properties["ImageUri"] = image_uri
+        if item["Type"] == "AWS::Serverless::StateMachine" and "DefinitionUri" in properties:
+            uri = properties.pop("DefinitionUri")
+            properties["Definition"] = yaml.safe_load((REPO / uri).read_text())
+    return built
+
+
 def backfill_definition(function_arn: str, report_bucket: str) -> dict[str, Any]:
-    """The state machine's definition as deployed: the template's, substitutions made."""
+    """The state machine's definition as deployed: the file's, substitutions made."""
     machine = resource("BackfillStateMachine")["Properties"]
-    text = json.dumps(machine["Definition"])
+    text = json.dumps(state_machine_definition())
     for name, value in {"UploadFunctionArn": function_arn, "ReportBucket": report_bucket}.items():
         assert name in machine["DefinitionSubstitutions"], name
         text = text.replace("${" + name + "}", value)

@@ -127,6 +127,10 @@ def test_a_dry_run_counts_the_objects_and_starts_nothing(
         (["https://example.com/catalogue/"], "Expected s3://bucket/prefix/"),
         ([f"s3://{BUCKET}/{PREFIX}"], "Expected --state-machine ARN"),
         ([f"s3://{BUCKET}/{PREFIX}", "--batch-size", "0", "--dry-run"], "--batch-size in [1, 64]"),
+        (
+            [f"s3://{BUCKET}/{PREFIX}", "--max-concurrency", "10000", "--dry-run"],
+            "Expected --max-concurrency in [1, 100]. Received: 10000",
+        ),
     ],
 )
 def test_a_bad_command_line_says_what_was_expected(
@@ -158,6 +162,40 @@ def test_the_stack_outputs_name_the_state_machine_and_bound_the_prefix(
 
     assert backfill.main([f"s3://{BUCKET}/elsewhere/", "--stack", "shop"]) == 2
     assert f"Expected a URI under s3://{BUCKET}/{PREFIX}" in capsys.readouterr().err
+
+
+def test_more_batches_at_once_than_the_upload_function_may_run_are_refused(
+    catalogue: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    role = boto3.client("iam").create_role(RoleName="upload-role", AssumeRolePolicyDocument="{}")
+    functions = boto3.client("lambda")
+    functions.create_function(
+        FunctionName="shop-upload",
+        Role=role["Role"]["Arn"],
+        PackageType="Image",
+        Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/fashion:1"},
+    )
+    functions.put_function_concurrency(FunctionName="shop-upload", ReservedConcurrentExecutions=8)
+    outputs = {
+        "BackfillStateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:y",
+        "CatalogueBucket": BUCKET,
+        "CataloguePrefix": PREFIX,
+        "UploadFunctionName": "shop-upload",
+    }
+    stack = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {name: {"Value": value} for name, value in outputs.items()},
+    }
+    boto3.client("cloudformation").create_stack(StackName="bounded", TemplateBody=json.dumps(stack))
+    within = backfill.Options(BUCKET, PREFIX, stack="bounded", max_concurrency=8)
+    assert backfill.state_machine_arn(within) == outputs["BackfillStateMachineArn"]
+
+    argv = [f"s3://{BUCKET}/{PREFIX}", "--stack", "bounded", "--max-concurrency", "9"]
+    assert backfill.main(argv) == 2
+    assert (
+        "Expected --max-concurrency of at most 8 (the reserved concurrency of shop-upload, "
+        "the stack's UploadConcurrency). Received: 9"
+    ) in capsys.readouterr().err
 
 
 # -- the batches: every photo gets its row ----------------------------------------------

@@ -6,7 +6,6 @@ tests see the resources a deploy would create, for given parameter values.
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from lambda_function import observe
+from tests import aws_local
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = yaml_parse((REPO / "template.yaml").read_text())
@@ -59,10 +59,7 @@ class NoManagedPolicies:
 
 def translate(template: dict[str, Any] | None = None, **parameters: str) -> dict[str, Any]:
     """What CloudFormation deploys for ``parameters`` (with ``ImageUri`` as sam build sets it)."""
-    sam = copy.deepcopy(template or TEMPLATE)
-    for resource in sam["Resources"].values():
-        if resource.get("Properties", {}).get("PackageType") == "Image":
-            resource["Properties"]["ImageUri"] = IMAGE
+    sam = aws_local.as_built(template or TEMPLATE, IMAGE)
     return transform(sam, {**REQUIRED, **parameters}, NoManagedPolicies())
 
 
@@ -130,10 +127,7 @@ def test_the_same_parameters_publish_the_same_version() -> None:
 
 
 def test_a_new_image_publishes_a_new_version() -> None:
-    newer = copy.deepcopy(TEMPLATE)
-    for resource in newer["Resources"].values():
-        if resource.get("Properties", {}).get("PackageType") == "Image":
-            resource["Properties"]["ImageUri"] = IMAGE + "-2"
+    newer = aws_local.as_built(TEMPLATE, IMAGE + "-2")
     resources = transform(newer, dict(REQUIRED), NoManagedPolicies())["Resources"]
     assert next(iter(of_type(resources, "AWS::Lambda::Version"))) != published()[0]
 
@@ -141,7 +135,11 @@ def test_a_new_image_publishes_a_new_version() -> None:
 def test_every_parameter_of_the_function_is_in_the_version_description() -> None:
     """A new parameter that shapes the function must join VersionDescription (or be listed
     in UNVERSIONED with its reason), or its changes would never reach the alias."""
-    function = TEMPLATE["Resources"]["PredictFunction"]["Properties"]
+    # Globals.Function is part of the function's properties (SAM merges it in).
+    function = {
+        **TEMPLATE["Globals"]["Function"],
+        **TEMPLATE["Resources"]["PredictFunction"]["Properties"],
+    }
     parameters = set(TEMPLATE["Parameters"])
     shaping = refs({k: v for k, v in function.items() if k != "VersionDescription"})
     described = refs(function["VersionDescription"])

@@ -230,7 +230,7 @@ def test_an_upload_event_sent_to_the_predict_function_is_answered_not_raised(
 ) -> None:
     """Raised, it would reach Lambda as an unhandled error with a stack trace of source
     paths, and count in the function's Errors metric (its alarm) whenever anyone sent one."""
-    events = [
+    events: list[dict[str, Any]] = [
         {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "b"}}}]},
         {"Items": [{"Key": "catalogue/a.jpg"}], "BatchInput": {"bucket": "b"}},
     ]

@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn import functional
 
 from tests_torch.test_port import PARITY, pooled
-from torch_training.export import nonfinite_constants
 from torch_training.model import Classifier, make_head
+from torch_training.to_onnx import nonfinite_constants
 from torch_training.xception import BN_EPSILON, SameMaxPool, Xception, same_pool_padding
 
 
@@ -114,7 +114,7 @@ def test_an_infinite_pad_is_caught(tmp_path, monkeypatch) -> None:
     import onnx
 
     from convert.errors import ConvertError
-    from torch_training.export import export_graph, to_onnx
+    from torch_training.to_onnx import export_graph, to_onnx
 
     def minus_inf(self, x):
         before, after = same_pool_padding(int(x.shape[-1]))

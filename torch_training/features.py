@@ -45,7 +45,7 @@ def onnx_pooled(base: Xception, image_size: int, path: Path, threads: int = 1) -
     The base is exported once to ``path`` (NCHW input, legacy exporter, opset 17) and
     reused; its features equal PyTorch's within float32 rounding (tested).
     """
-    from torch_training.export import quiet_export
+    from torch_training.to_onnx import quiet_export
 
     if not path.is_file():
         dummy = torch.zeros(1, 3, image_size, image_size)

@@ -24,6 +24,7 @@ TF_FREE = (
     "convert.runtime",
     "convert.evaluate",
     "convert.report",
+    "convert.source",
 )
 
 

@@ -237,3 +237,15 @@ def test_a_checkpoint_that_disagrees_with_its_manifest_is_refused(
     (root / "manifest.json").write_text(json.dumps(record))
     with pytest.raises(ConvertError, match="expected the labels and size its manifest records"):
         commands.export(replace(tiny_options, output_dir=root), None, tmp_path / "m.onnx")
+
+
+def test_the_export_command_exits_as_convert_does(tiny_trained, tiny_options, tmp_path, capsys):
+    from torch_training.cli import main
+
+    common = ["--data-dir", str(tiny_options.data_dir), "--weights", str(tiny_options.weights)]
+    common += ["--output-dir", str(tiny_trained), "-o", str(tmp_path / "model.onnx")]
+    assert main(["export", *common, "--run", "nope"]) == 2
+    assert "no run named 'nope'" in capsys.readouterr().err
+    assert main(["export", *common, "--limit", "2"]) == 0
+    assert "serving fp32" in capsys.readouterr().out
+    assert (tmp_path / "serve.onnx").is_file()

@@ -11,12 +11,12 @@ import onnx
 import pytest
 import torch
 
+from convert.checkpoint import read_manifest, select_run
 from lambda_function import files, handler
 from lambda_function.model_metadata import ModelMetadata
 from lambda_function.preprocessing import preprocess
 from tests.lambda_testing import FakeContext, assert_prediction
 from tests_torch.conftest import REPO, TINY_CLASSES, TINY_SIZE
-from torch_training import manifest
 from torch_training.export import torch_logits
 from torch_training.train import load_checkpoint
 
@@ -27,10 +27,16 @@ KERAS_RUN_KEYS = {  # training/manifest.py's run_entry
 }  # fmt: skip
 
 
+def best_run(root: Path) -> dict:
+    """The run ``convert`` picks from ``root``'s manifest (its ``best_run``)."""
+    path = root / "manifest.json"
+    return select_run(read_manifest(path), path)
+
+
 def test_the_manifest_has_the_keras_runs_shape(tiny_trained) -> None:
     record = json.loads((tiny_trained / "manifest.json").read_text())
     assert record["framework"] == "pytorch"
-    run = manifest.find(tiny_trained)
+    run = best_run(tiny_trained)
     assert set(run) == KERAS_RUN_KEYS
     assert run["labels"] == list(TINY_CLASSES)
     assert set(run["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -45,7 +51,7 @@ def test_the_manifest_has_the_keras_runs_shape(tiny_trained) -> None:
 
 
 def test_the_checkpoint_reloads_to_the_recorded_accuracy(tiny_trained, tiny_data) -> None:
-    run = manifest.find(tiny_trained)
+    run = best_run(tiny_trained)
     model, saved = load_checkpoint(tiny_trained / run["best_checkpoint"])
     assert saved["labels"] == list(TINY_CLASSES) and saved["image_size"] == TINY_SIZE
     photos = sorted((tiny_data / "validation").glob("*/*.jpg"))
@@ -109,7 +115,7 @@ def test_the_unchanged_handler_serves_the_pytorch_export(
     tiny_export, tiny_trained, tiny_data, monkeypatch, clean_service
 ) -> None:
     serve(monkeypatch, tiny_export)
-    run = manifest.find(tiny_trained)
+    run = best_run(tiny_trained)
     model, _ = load_checkpoint(tiny_trained / run["best_checkpoint"])
     temperature = run["calibration"]["temperature"]
     threshold = run["calibration"]["confidence_threshold"]
@@ -203,7 +209,7 @@ def test_the_runs_calibration_is_fitted_on_validation_and_served(
 ) -> None:
     from training.calibration import fit_temperature
 
-    run = manifest.find(tiny_trained)
+    run = best_run(tiny_trained)
     model, _ = load_checkpoint(tiny_trained / run["best_checkpoint"])
     photos = sorted((tiny_data / "validation").glob("*/*.jpg"))
     x = np.concatenate([preprocess(p.read_bytes(), TINY_SIZE) for p in photos])

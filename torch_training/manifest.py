@@ -18,7 +18,6 @@ from training import manifest as shared
 NAME = shared.NAME
 FRAMEWORK = "pytorch"
 set_test = shared.set_test
-load = shared.load
 
 
 def run_entry(
@@ -49,16 +48,6 @@ def record(root: Path, entries: list[dict], best_run: str) -> Path:
     manifest = shared.load(root)
     manifest["framework"] = FRAMEWORK
     return shared.save(root, manifest)
-
-
-def find(root: Path, name: str | None = None) -> dict:
-    """The run called ``name``, or the manifest's ``best_run``."""
-    if name is None:
-        return shared.best(root)
-    for run in shared.load(root).get("runs", []):
-        if run["name"] == name:
-            return run
-    raise FileNotFoundError(f"Expected a run named {name!r} in {root / NAME}")
 
 
 def versions() -> dict[str, str]:

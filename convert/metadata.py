@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")
 
 
-def library_versions(opset: int) -> dict[str, str]:
+def library_versions(opset: int, libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """The versions of the libraries that made the model, and its opset."""
     versions = {}
-    for name in LIBRARIES:
+    for name in libraries:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
@@ -34,9 +34,12 @@ def library_versions(opset: int) -> dict[str, str]:
 
 
 def make_metadata(
-    checkpoint: LoadedCheckpoint, opset: int, created_at: datetime | None = None
+    checkpoint: LoadedCheckpoint,
+    opset: int,
+    created_at: datetime | None = None,
+    libraries: tuple[str, ...] = LIBRARIES,
 ) -> ModelMetadata:
-    """The contract of a model converted from ``checkpoint``."""
+    """The contract of a model converted from ``checkpoint`` by ``libraries``."""
     when = (created_at or datetime.now(UTC)).isoformat(timespec="seconds")
     return ModelMetadata(
         labels=checkpoint.labels,
@@ -44,7 +47,7 @@ def make_metadata(
         checkpoint_sha256=checkpoint.sha256,
         val_accuracy=checkpoint.val_accuracy,
         created_at=when,
-        versions=library_versions(opset),
+        versions=library_versions(opset, libraries),
         temperature=checkpoint.temperature,
         confidence_threshold=checkpoint.confidence_threshold,
     )
@@ -53,6 +56,11 @@ def make_metadata(
 def attach_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
     """Store ``metadata`` in ``proto.metadata_props``, replacing keys already there."""
     set_props(proto, metadata.to_props())
+
+
+def file_opset(proto: onnx.ModelProto) -> int:
+    """The default-domain opset the graph was written with (what the exporter really chose)."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def set_props(proto: onnx.ModelProto, props: Mapping[str, str]) -> None:

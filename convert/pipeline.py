@@ -21,7 +21,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +32,13 @@ from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
 from convert.images import Photo, collect_images, labelled_split, spread_sample
 from convert.keras_model import load_checked_model
-from convert.metadata import attach_metadata, make_metadata
+from convert.metadata import attach_metadata, file_opset, make_metadata
 from convert.quantize import MAX_ACCURACY_DROP, int8_accepted, quantize_int8, save_optimized
 from convert.report import Report, Served
 from convert.runtime import onnx_logits, open_session
+from convert.source import Source
 from convert.to_onnx import OPSET, keras_to_onnx
-from convert.verify import TOLERANCE, Verification, compare, verify_model
+from convert.verify import TOLERANCE, Verification, compare, keras_logits, verify_model
 from lambda_function import files
 from lambda_function.model_metadata import ModelMetadataError
 
@@ -84,38 +87,40 @@ class Options:
         return self.output.with_name(f"{self.output.stem}.{name}{self.output.suffix}")
 
 
-def run(options: Options) -> Report:
+def run(options: Options, load: Callable[[Options], Source] | None = None) -> Report:
     """Convert, verify, derive the variants asked for, and place ``serve.onnx``.
 
-    Raises :class:`ConvertError` for bad input and :class:`VerificationError` when a
-    model fails its checks (the report is written either way).
+    ``load`` gives the checkpoint to convert, its exporter and its reference (see
+    :mod:`convert.source`): :func:`keras_source` by default. Raises :class:`ConvertError`
+    for bad input and :class:`VerificationError` when a model fails its checks (the report
+    is written either way).
     """
     started = time.perf_counter()
-    checkpoint = find_checkpoint(options.source, labels=options.labels, run=options.run)
     if options.output.name == SERVE_NAME:
         raise ConvertError(
             f"{options.output}: expected an output named other than {SERVE_NAME}, which every "
             "run writes beside the output as the served copy"
         )
     for path in (options.output, options.report_path, options.serve_path):
-        _check_writable(path)
-    clock = time.perf_counter()
-    model, loaded = load_checked_model(checkpoint)
-    load_s = time.perf_counter() - clock
+        _check_writable(path)  # before the slow loading
+    source = (load or keras_source)(options)
+    loaded = source.checkpoint
     photos = _verification_photos(options, loaded)
     _log(f"converting {loaded.path} (size {loaded.image_size}, opset {options.opset})")
     clock = time.perf_counter()
-    proto = _convert(model, loaded, options.opset)
+    proto = _convert(source, options.opset)
+    opset = file_opset(proto)
     report = Report(
         model=options.output,
         checkpoint=loaded,
-        opset=options.opset,
-        sizes_bytes={"h5": loaded.path.stat().st_size},
-        timings_s={"load_keras": load_s, "convert": time.perf_counter() - clock},
+        opset=opset,
+        sizes_bytes={loaded.path.suffix.lstrip(".") or "checkpoint": loaded.path.stat().st_size},
+        timings_s={"load": source.load_s, "convert": time.perf_counter() - clock},
     )
-    verification, onnx_size = _verify_and_place(proto, model, photos, options)
-    del model, proto
-    _release_tensorflow()
+    verification, onnx_size = _verify_and_place(proto, source, photos, options)
+    framework, release = source.framework, source.release
+    del source, proto
+    release()
     report = replace(
         report,
         verification=verification,
@@ -123,7 +128,7 @@ def run(options: Options) -> Report:
     )
     if not verification.passed:
         _write_report(options.report_path, report)
-        raise VerificationError(_failure_message(verification, options))
+        raise VerificationError(_failure_message(verification, options, framework))
     _remove_older_variants(options)
     variants = _variants(options, loaded, verification)
     report = replace(report, variants=variants, served=_serve(options, variants))
@@ -137,19 +142,38 @@ def run(options: Options) -> Report:
     return report
 
 
-def _convert(model: Any, checkpoint: LoadedCheckpoint, opset: int) -> onnx.ModelProto:
-    """The ONNX graph with the checkpoint's contract in its metadata."""
+def keras_source(options: Options) -> Source:
+    """The Keras checkpoint ``options`` name: tf2onnx exports it, ``model.predict`` is the
+    reference, on Keras' own ``load_img`` inputs."""
+    checkpoint = find_checkpoint(options.source, labels=options.labels, run=options.run)
+    clock = time.perf_counter()
+    model, loaded = load_checked_model(checkpoint)
+    return Source(
+        checkpoint=loaded,
+        export=partial(keras_to_onnx, model, loaded.image_size),
+        reference=partial(keras_logits, model),
+        release=_release_tensorflow,
+        load_s=time.perf_counter() - clock,
+    )
+
+
+def _convert(source: Source, opset: int) -> onnx.ModelProto:
+    """The ONNX graph with the checkpoint's contract in its metadata.
+
+    The opset recorded is the one in the file: an exporter may write another than asked.
+    """
+    checkpoint = source.checkpoint
+    proto = source.export(opset)
     try:
-        metadata = make_metadata(checkpoint, opset)
+        metadata = make_metadata(checkpoint, file_opset(proto), libraries=source.libraries)
     except ModelMetadataError as exc:
         raise ConvertError(f"{checkpoint.manifest or checkpoint.path}: {exc}") from exc
-    proto = keras_to_onnx(model, checkpoint.image_size, opset)
     attach_metadata(proto, metadata)
     return proto
 
 
 def _verify_and_place(
-    proto: onnx.ModelProto, model: Any, photos: list[Photo], options: Options
+    proto: onnx.ModelProto, source: Source, photos: list[Photo], options: Options
 ) -> tuple[Verification, int]:
     """Write ``proto`` beside the output, verify it, and rename it into place if it passed.
 
@@ -159,15 +183,19 @@ def _verify_and_place(
 
     with files.staged(options.output) as staged:
         onnx.save(proto, str(staged))
-        _log(f"verifying on {len(photos)} photos (Keras vs onnxruntime, and the serving path)")
+        _log(
+            f"verifying on {len(photos)} photos ({source.framework} vs onnxruntime, "
+            "and the serving path)"
+        )
         names = [_display(p.path, options.data_dir) for p in photos]
         verification = verify_model(
             staged,
-            model,
+            source.reference,
             photos,
             names=names,
             tolerance=options.tolerance,
-            keep_inputs=options.optimize,  # the optimised variant is checked against Keras
+            inputs=source.inputs,
+            keep_inputs=options.optimize,  # the optimised variant is checked against the reference
         )
         size = staged.stat().st_size
         if verification.passed:
@@ -331,10 +359,10 @@ def _write_report(path: Path, report: Report) -> None:
     files.write_text_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
 
 
-def _failure_message(verification: Verification, options: Options) -> str:
+def _failure_message(verification: Verification, options: Options, framework: str) -> str:
     parity, user = verification.parity, verification.user_path
     return (
-        f"verification failed, so {options.output} was not written. Keras vs onnxruntime: "
+        f"verification failed, so {options.output} was not written. {framework} vs onnxruntime: "
         f"max |Δ logits| {parity.max_abs_diff:.3g} (tolerance {options.tolerance:g}), "
         f"top-1 agreement {parity.top1_agreement:.1%}; serving path: max |Δ| "
         f"{user.max_abs_diff:.3g}, top-1 agreement {user.top1_agreement:.1%}, "

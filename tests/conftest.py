@@ -1,10 +1,5 @@
-"""Shared fixtures: the dataset and the ImageNet base weights, a tiny model, the function's
-environment, and the Hypothesis profiles.
-
-The dataset and the weights come from the environment (`DATA_DIR`, `XCEPTION_WEIGHTS`),
-exactly as the Makefile and CI pass them. A missing one fails the test loudly: a check
-that is skipped is not a check.
-"""
+"""Shared fixtures: the dataset and the ImageNet base weights (from ``tests/datasets.py``),
+a tiny model, the function's environment, and the Hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -17,9 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.datasets import data_dir, xception_weights
 from tests.lambda_testing import BLUE, GREEN, RED, build_model, image_bytes, send, serving
 
-SPLITS = ("train", "validation", "test")
+__all__ = ["data_dir", "xception_weights"]  # shared with tests_torch (tests/datasets.py)
 
 # Fuzz tests: `ci` by default; `dev` (make test-fast) for the edit loop; `long` for a long run.
 settings.register_profile(
@@ -31,31 +27,6 @@ settings.register_profile(
 settings.register_profile("dev", settings.get_profile("ci"), max_examples=50)
 settings.register_profile("long", settings.get_profile("ci"), max_examples=3000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The clothing dataset root (``DATA_DIR``), with its three splits."""
-    path = Path(os.environ.get("DATA_DIR", "data/clothing-dataset-small"))
-    missing = [split for split in SPLITS if not (path / split).is_dir()]
-    if missing:
-        pytest.fail(
-            f"Expected the dataset at DATA_DIR={path} with {', '.join(SPLITS)}/. "
-            f"Missing: {', '.join(missing)}. Run `make data` or set DATA_DIR."
-        )
-    return path
-
-
-@pytest.fixture(scope="session")
-def xception_weights() -> Path:
-    """The ImageNet Xception base weights file (``XCEPTION_WEIGHTS``)."""
-    value = os.environ.get("XCEPTION_WEIGHTS", "")
-    if not value or value == "imagenet" or not Path(value).is_file():
-        pytest.fail(
-            "Expected XCEPTION_WEIGHTS to name a local .weights.h5 file (tests do not "
-            f"download). Received: {value!r}"
-        )
-    return Path(value)
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from tests.onnx_files import metadata_props
 from training import data, features
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION = ("training", "convert", "lambda_function")
+PRODUCTION = ("training", "convert", "lambda_function", "torch_training")
 
 
 def production_files() -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Fixtures of the PyTorch tests (run in ``.venv-torch``: ``make test-torch``).
 
-The dataset and weights fixtures are the main suite's (``DATA_DIR``, ``XCEPTION_WEIGHTS``).
+The dataset and weights fixtures are the main suite's (``tests/datasets.py``).
 Keras' reference features come from a subprocess of the main venv (``KERAS_PYTHON``,
 default ``.venv/bin/python``), so this venv needs no TensorFlow.
 """
@@ -14,34 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.datasets import data_dir, xception_weights
+
+__all__ = ["data_dir", "xception_weights"]  # the main suite's fixtures
+
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("dress", "hat", "pants", "shoes", "t-shirt")
-SPLITS = ("train", "validation", "test")
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The clothing dataset root (``DATA_DIR``), as in the main suite's conftest."""
-    path = Path(os.environ.get("DATA_DIR", "data/clothing-dataset-small"))
-    missing = [split for split in SPLITS if not (path / split).is_dir()]
-    if missing:
-        pytest.fail(
-            f"Expected the dataset at DATA_DIR={path} with {', '.join(SPLITS)}/. "
-            f"Missing: {', '.join(missing)}. Run `make data` or set DATA_DIR."
-        )
-    return path
-
-
-@pytest.fixture(scope="session")
-def xception_weights() -> Path:
-    """The ImageNet Xception base weights file (``XCEPTION_WEIGHTS``)."""
-    value = os.environ.get("XCEPTION_WEIGHTS", "")
-    if not value or value == "imagenet" or not Path(value).is_file():
-        pytest.fail(
-            "Expected XCEPTION_WEIGHTS to name a local .weights.h5 file (tests do not "
-            f"download). Received: {value!r}"
-        )
-    return Path(value)
 
 
 @pytest.fixture(scope="session")
@@ -131,9 +109,17 @@ def tiny_trained(tiny_options):
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_trained, tiny_options) -> Path:
-    """The tiny run exported, verified on every validation photo, int8 attempted."""
+    """The tiny run exported, verified on every validation photo, int8 attempted.
+
+    On 12 photos int8 may miss its one-point gate; convert's pipeline then says so (the
+    fp32 model is in place and served), as ``python -m convert --int8`` does.
+    """
+    from convert.errors import VerificationError
     from torch_training import commands
 
     output = tiny_trained.parent / "model" / "model.onnx"
-    assert commands.export(tiny_options, None, output, int8=True, calibration_images=12) == 0
+    try:
+        assert commands.export(tiny_options, None, output, int8=True, calibration_images=12) == 0
+    except VerificationError as exc:
+        assert "variant(s) int8 rejected" in str(exc)
     return output

@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from tests_torch.conftest import REPO
-from torch_training.augment import augment
 from torch_training.cli import main
 from torch_training.device import pick_device
-from training.augment import ALL, Augmentation
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_data, xception_weights, capsys) -> None:
@@ -30,31 +28,6 @@ def test_missing_weights_name_the_setting(tiny_data, capsys, monkeypatch) -> Non
     monkeypatch.delenv("XCEPTION_WEIGHTS", raising=False)
     assert main(["train", "--data-dir", str(tiny_data), "--epochs", "1"]) == 2
     assert "Expected --weights or XCEPTION_WEIGHTS" in capsys.readouterr().err
-
-
-def test_fine_tuning_refuses_augmentation(tiny_data, xception_weights, capsys) -> None:
-    argv = ["train", "--data-dir", str(tiny_data), "--weights", str(xception_weights)]
-    assert main([*argv, "--fine-tune", "block13", "--augment", "course"]) == 2
-    assert "Expected fine-tuning without augmentation" in capsys.readouterr().err
-
-
-def test_augmentation_changes_train_images_within_range() -> None:
-    x = torch.rand(8, 3, 40, 40) * 2 - 1
-    out = augment(x, ALL, torch.Generator().manual_seed(0))
-    again = augment(x, ALL, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and not torch.equal(out, x)
-    assert torch.equal(out, again)  # seeded
-    assert out.min() >= -1 and out.max() <= 1
-    assert augment(x, Augmentation(), torch.Generator()) is x  # off: untouched
-
-
-def test_flip_only_mirrors() -> None:
-    x = torch.rand(64, 3, 8, 8)
-    out = augment(x, Augmentation(flip=True), torch.Generator().manual_seed(1))
-    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)]
-    kept = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
-    assert all(f or k for f, k in zip(flipped, kept, strict=True))
-    assert 10 < sum(flipped) < 54
 
 
 def resolve(extra: str, tmp_path: Path) -> dict[str, str]:

@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn import functional
 
 from tests_torch.test_port import PARITY, pooled
-from torch_training.export import nonfinite_constants
 from torch_training.model import Classifier, make_head
+from torch_training.to_onnx import nonfinite_constants
 from torch_training.xception import BN_EPSILON, SameMaxPool, Xception, same_pool_padding
 
 
@@ -113,7 +113,8 @@ def test_the_export_has_no_infinite_constants(tiny_export) -> None:
 def test_an_infinite_pad_is_caught(tmp_path, monkeypatch) -> None:
     import onnx
 
-    from torch_training.export import to_onnx
+    from convert.errors import ConvertError
+    from torch_training.to_onnx import export_graph, to_onnx
 
     def minus_inf(self, x):
         before, after = same_pool_padding(int(x.shape[-1]))
@@ -122,5 +123,8 @@ def test_an_infinite_pad_is_caught(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(SameMaxPool, "forward", minus_inf)
     path = tmp_path / "inf.onnx"
-    to_onnx(Classifier(Xception(), make_head(0, 0.0, 3)).eval(), 80, path)
+    model = Classifier(Xception(), make_head(0, 0.0, 3)).eval()
+    to_onnx(model, 80, path)
     assert nonfinite_constants(onnx.load(str(path)))
+    with pytest.raises(ConvertError, match="expected finite constants"):
+        export_graph(model, 80)

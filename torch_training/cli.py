@@ -14,12 +14,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from convert.errors import ConvertError, VerificationError
 from torch_training import commands
 from torch_training.device import DEVICES
-from training.augment import ALL, COURSE, Augmentation
 from training.config import RunConfig
-
-PRESETS = {"none": Augmentation(), "course": COURSE, "all": ALL}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one configuration, score it on test, record it")
     _common(train)
     _model(train)
-    f = train.add_argument_group("fine-tuning (after the head; needs no augmentation)")
+    f = train.add_argument_group("fine-tuning (after the head)")
     f.add_argument("--fine-tune", choices=("block13", "block14"), default="", help="default: off")
     f.add_argument("--fine-tune-epochs", type=int, default=5, help="(default: %(default)s)")
     f.add_argument("--fine-tune-learning-rate", type=float, default=1e-4, help="(default: 1e-4)")
@@ -79,7 +77,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="what computes the cached pooled features: torch, or onnxruntime on the base's "
         "own ONNX export (CPU only, ~1.5x faster) (default: torch)",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed for init, order, augmentation")
+    p.add_argument("--seed", type=int, default=1, help="seed for init and order")
 
 
 def _model(p: argparse.ArgumentParser) -> None:
@@ -93,7 +91,6 @@ def _model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--l2", type=float, default=0.0, help="L2 on the dense kernels")
     g.add_argument("--name", default="", help="run name (default: made from the settings)")
-    g.add_argument("--augment", choices=tuple(PRESETS), default="none", help="(default: none)")
 
 
 def to_options(args: argparse.Namespace) -> commands.Options:
@@ -104,11 +101,6 @@ def to_options(args: argparse.Namespace) -> commands.Options:
         )
     run = RunConfig(image_size=getattr(args, "image_size", 299), seed=args.seed)
     if args.command == "train":
-        if args.fine_tune and args.augment != "none":
-            raise ValueError(
-                "Expected fine-tuning without augmentation (it trains on cached activations). "
-                f"Received: --fine-tune {args.fine_tune} --augment {args.augment}"
-            )
         for name in ("epochs", "batch_size", "fine_tune_epochs"):
             if getattr(args, name) < 1:
                 raise ValueError(f"Expected --{name.replace('_', '-')} >= 1. Received: "
@@ -122,7 +114,6 @@ def to_options(args: argparse.Namespace) -> commands.Options:
             batch_size=args.batch_size,
             label_smoothing=args.label_smoothing,
             l2=args.l2,
-            augmentation=PRESETS[args.augment],
             name=args.name,
             fine_tune_from=args.fine_tune,
             fine_tune_epochs=args.fine_tune_epochs,
@@ -158,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             eval_limit=args.eval_limit,
             seed=args.seed,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ConvertError) as exc:
         print(f"torch_training: error: {exc}", file=sys.stderr)
         return 2
+    except VerificationError as exc:
+        print(f"torch_training: FAILED: {exc}", file=sys.stderr)
+        return exc.exit_code

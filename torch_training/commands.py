@@ -6,10 +6,12 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from torch_training import manifest
+from torch_training.calibrate import fit as fit_calibration
 from torch_training.device import pick_device, set_threads
 from torch_training.train import (
     RunResult,
@@ -60,7 +62,10 @@ def train(options: Options) -> int:
     if cfg.fine_tune_from:
         results.append(fine_tune_run(ws, cfg, results[0]))
     best = max(reversed(results), key=lambda r: r.best_val_accuracy)  # fine-tuning wins a tie
-    entries = [manifest.run_entry(r, ws.output_dir, ws.labels, ws.fingerprint()) for r in results]
+    entries = [
+        manifest.run_entry(r, ws.output_dir, ws.labels, ws.fingerprint(), calibrate(ws, r))
+        for r in results
+    ]
     manifest.record(ws.output_dir, entries, best.name)
     for result in results:
         _say(result)
@@ -70,6 +75,12 @@ def train(options: Options) -> int:
     print(f"best_run: {best.name}", flush=True)
     print(f"manifest: {ws.output_dir / manifest.NAME} ({time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def calibrate(ws: Workspace, result: RunResult, split: str = "validation") -> dict:
+    """Temperature and ``confident`` threshold fitted on ``split``'s logits of the run."""
+    logits = predict_cached(ws, result.model, result.config, split)
+    return fit_calibration(logits, ws.targets(split), split)
 
 
 def evaluate(ws: Workspace, result: RunResult, split: str = "test") -> dict:
@@ -99,29 +110,29 @@ def features(options: Options, splits: tuple[str, ...], kind: str = "pooled") ->
     return 0
 
 
-def export(options: Options, run: str | None, output: Path, **kwargs) -> int:
-    """The run's checkpoint to a verified ONNX model (+ int8 if asked) and ``serve.onnx``."""
-    from torch_training.export import export as export_model
+def export(options: Options, run: str | None, output: Path, **kwargs: Any) -> int:
+    """The run's checkpoint through ``convert``'s pipeline: verified ONNX (+ int8 if asked),
+    ``serve.onnx`` and ``report.json`` beside ``output``.
+
+    ``kwargs`` are :class:`convert.pipeline.Options` fields (``limit``, ``int8``, ...).
+    """
+    from convert import pipeline
+    from torch_training.export import torch_source
 
     set_threads(options.threads)
-    record = manifest.find(options.output_dir, run)
-    checkpoint = options.output_dir / record["best_checkpoint"]
-    model, saved = load_checkpoint(checkpoint)
-    report = export_model(model, saved, checkpoint, output, options.data_dir, **kwargs)
-    verification = report["verification"]
+    convert_options = pipeline.Options(
+        source=options.output_dir, output=output, run=run, data_dir=options.data_dir, **kwargs
+    )
+    report = pipeline.run(convert_options, torch_source)
+    parity = report.verification.parity if report.verification else None
+    served = report.served
     print(
-        f"{output}: {report['size_bytes'] / 1e6:.1f} MB, max |Δ logits| vs PyTorch "
-        f"{verification['parity']['max_abs_diff']:.2g} on {verification['parity']['n_images']} "
-        f"photos; serving {report['serve']['from']} as {report['serve']['path']}",
+        f"{output}: {report.sizes_bytes['onnx'] / 1e6:.1f} MB, max |Δ logits| vs PyTorch "
+        f"{parity.max_abs_diff if parity else float('nan'):.2g} on "
+        f"{parity.n_images if parity else 0} photos; serving "
+        f"{served.variant if served else '-'} as {convert_options.serve_path}",
         flush=True,
     )
-    if "int8" in report:
-        int8 = report["int8"]
-        print(
-            f"int8: accuracy {int8['accuracy']} vs fp32 {int8['accuracy_fp32']}; "
-            f"{'accepted' if int8['accepted'] else 'rejected'}",
-            flush=True,
-        )
     return 0
 
 

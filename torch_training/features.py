@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lambda_function import files
+from lambda_function.model import open_session
 from lambda_function.preprocessing import scale
 from torch_training.xception import Xception
+from training import data
 
 SHARD = 256
 BATCH = 32
@@ -42,19 +45,12 @@ def onnx_pooled(base: Xception, image_size: int, path: Path, threads: int = 1) -
     The base is exported once to ``path`` (NCHW input, legacy exporter, opset 17) and
     reused; its features equal PyTorch's within float32 rounding (tested).
     """
-    import onnxruntime as ort
-
-    from torch_training.export import quiet_export
+    from torch_training.to_onnx import quiet_export
 
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.onnx")
-        quiet_export(_Pooled(base).eval(), torch.zeros(1, 3, image_size, image_size), tmp)
-        tmp.replace(path)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        dummy = torch.zeros(1, 3, image_size, image_size)
+        files.write_atomic(path, lambda staged: quiet_export(_Pooled(base).eval(), dummy, staged))
+    session = open_session(path, intra_op_threads=threads, quiet=True)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0])
@@ -119,9 +115,7 @@ def cached(
             part = extract(
                 fn, loaded[start:stop], device, desc=f"{desc} {start}-{stop}/{count}", dtype=dtype
             )
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, part)
-            tmp.replace(path)
+            data.save_array(path, part)
         shards.append(np.load(path))
     return np.concatenate(shards)
 

@@ -18,11 +18,17 @@ from training import manifest as shared
 NAME = shared.NAME
 FRAMEWORK = "pytorch"
 set_test = shared.set_test
-load = shared.load
 
 
-def run_entry(result: RunResult, root: Path, labels: Sequence[str], fingerprint: dict) -> dict:
-    """The manifest record of one run (``training.manifest.run_entry``'s shape)."""
+def run_entry(
+    result: RunResult,
+    root: Path,
+    labels: Sequence[str],
+    fingerprint: dict,
+    calibration: dict | None = None,
+) -> dict:
+    """The manifest record of one run (``training.manifest.run_entry``'s shape), with the
+    ``calibration`` that ``convert`` writes into the model (as ``training cv --ship`` does)."""
     record = shared.RunRecord(
         config=result.config,
         checkpoint=result.checkpoint,
@@ -32,7 +38,8 @@ def run_entry(result: RunResult, root: Path, labels: Sequence[str], fingerprint:
         seconds=result.seconds,
         trainable_params=result.trainable_params,
     )
-    return {**shared.run_entry(record, root, labels, fingerprint), "versions": versions()}
+    entry = {**shared.run_entry(record, root, labels, fingerprint), "versions": versions()}
+    return {**entry, "calibration": calibration} if calibration is not None else entry
 
 
 def record(root: Path, entries: list[dict], best_run: str) -> Path:
@@ -41,16 +48,6 @@ def record(root: Path, entries: list[dict], best_run: str) -> Path:
     manifest = shared.load(root)
     manifest["framework"] = FRAMEWORK
     return shared.save(root, manifest)
-
-
-def find(root: Path, name: str | None = None) -> dict:
-    """The run called ``name``, or the manifest's ``best_run``."""
-    if name is None:
-        return shared.best(root)
-    for run in shared.load(root).get("runs", []):
-        if run["name"] == name:
-            return run
-    raise FileNotFoundError(f"Expected a run named {name!r} in {root / NAME}")
 
 
 def versions() -> dict[str, str]:

@@ -2,10 +2,7 @@
 
 The Keras path's recipe (``training.train``), in torch:
 
-* **fast** (no augmentation): the head trains on cached pooled features;
-* **full** (augmentation on): the train photos are augmented and go through the frozen
-  base every epoch; validation uses the cached features (the base is frozen, so they are
-  what the full model computes);
+* **head**: the top trains on cached pooled features of the frozen base;
 * **fine-tune** (``fine_tune_from``): after the head, ``block13``/``block14`` and up
   train at a low learning rate on cached block-12 activations, BatchNorm frozen.
 
@@ -17,10 +14,9 @@ the best epoch by validation accuracy (the first of equals, like Keras'
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +26,8 @@ from torch import nn
 from torch.nn import functional
 from tqdm import tqdm
 
-from lambda_function.preprocessing import scale
+from lambda_function.files import sha256_file
 from torch_training import features
-from torch_training.augment import augment
 from torch_training.device import seed_everything, small_model_threads
 from torch_training.model import Classifier, count_trainable, make_head, unfreeze
 from torch_training.port import pretrained_base
@@ -72,8 +67,7 @@ class Workspace:
     @property
     def weights_fingerprint(self) -> str:
         if self._weights_fp is None:
-            with Path(self.weights).open("rb") as stream:
-                self._weights_fp = hashlib.file_digest(stream, "sha256").hexdigest()
+            self._weights_fp = sha256_file(self.weights)
         return self._weights_fp
 
     def fingerprint(self) -> dict[str, str]:
@@ -143,35 +137,21 @@ class RunResult:
 
 
 def train_run(ws: Workspace, cfg: RunConfig) -> RunResult:
-    """Train the head on the frozen base (fast or full path); save the best epoch."""
+    """Train the head on the frozen base's cached features; save the best epoch."""
     generator = seed_everything(cfg.seed)
     size, n_classes = cfg.image_size, len(ws.labels)
     head = make_head(cfg.size_inner, cfg.droprate, n_classes).to(ws.device)
     model = Classifier(ws.base, head)
     x_val, y_val = ws.features("validation", size), ws.targets("validation")
-    start = time.perf_counter()
-    trained: nn.Module = model if cfg.augmentation.enabled else head
-    if cfg.augmentation.enabled:
-
-        def images(batch: np.ndarray) -> torch.Tensor:
-            x = torch.from_numpy(scale(batch)).permute(0, 3, 1, 2).to(ws.device)
-            return augment(x, cfg.augmentation, generator)
-
+    x_train = ws.features("train", size)
+    start = time.perf_counter()  # training time, not feature extraction
+    with small_model_threads(ws.device):
         fit = _fit(
-            model, ws.pixels("train", size), ws.targets("train"), x_val, y_val, cfg,
+            head, x_train, ws.targets("train"), x_val, y_val, cfg,
             epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator,
-            device=ws.device, train_input=images, val_model=head,
+            device=ws.device,
         )  # fmt: skip
-    else:
-        x_train = ws.features("train", size)
-        start = time.perf_counter()  # training time, not feature extraction
-        with small_model_threads(ws.device):
-            fit = _fit(
-                head, x_train, ws.targets("train"), x_val, y_val, cfg,
-                epochs=cfg.epochs, learning_rate=cfg.learning_rate, generator=generator,
-                device=ws.device,
-            )  # fmt: skip
-    trained.load_state_dict(fit.best_state)
+    head.load_state_dict(fit.best_state)
     return _finish(ws, cfg, model, fit, time.perf_counter() - start, count_trainable(head))
 
 
@@ -293,8 +273,6 @@ def _fit(
     learning_rate: float,
     generator: torch.Generator,
     device: torch.device,
-    train_input: Callable[[np.ndarray], torch.Tensor] | None = None,
-    val_model: nn.Module | None = None,
 ) -> _Fit:
     """Adam on ``model``'s trainable parameters; the best epoch by validation accuracy."""
     if not learning_rate > 0:
@@ -302,7 +280,6 @@ def _fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, eps=1e-7)  # Keras' epsilon
     kernels = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
-    to_tensor = train_input or (lambda batch: torch.from_numpy(batch).to(device))
     history: dict[str, list[float]] = {
         "accuracy": [],
         "loss": [],
@@ -323,7 +300,7 @@ def _fit(
         )
         for index in bar:
             y = torch.from_numpy(y_train[index]).long().to(device)
-            logits = model(to_tensor(x_train[index]))
+            logits = model(torch.from_numpy(x_train[index]).to(device))
             loss = functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if cfg.l2:
                 loss = loss + cfg.l2 * sum((w**2).sum() for w in kernels)
@@ -332,7 +309,7 @@ def _fit(
             optimizer.step()
             losses.append(loss.item() * len(index))
             hits += int((logits.argmax(1) == y).sum())
-        val_logits = _logits(val_model or model, x_val, device)
+        val_logits = _logits(model, x_val, device)
         y_val_t = torch.from_numpy(y_val).long()
         history["loss"].append(sum(losses) / len(x_train))
         history["accuracy"].append(hits / len(x_train))

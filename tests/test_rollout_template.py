@@ -115,7 +115,7 @@ def test_the_check_is_the_same_image_with_its_own_handler_and_time() -> None:
 
 
 def test_cfn_lint_finds_nothing_in_the_template() -> None:
-    from cfnlint.api import ManualArgs, lint
+    from cfnlint.api import ManualArgs, lint  # type: ignore[import-untyped]
 
     from tests.test_template import REPO
 

@@ -11,23 +11,28 @@ broken preprocessing, a failing runtime) cannot.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from convert.errors import ConvertError
-from convert.images import Photo
+from convert.images import Photo, labelled_split, spread_sample
 from lambda_function import files
 from lambda_function.deploy_check import MANIFEST
+from lambda_function.errors import ModelUnavailableError
 from lambda_function.model import Classifier
 from lambda_function.preprocessing import prepare
 
 KNOWN_NAME = "known"
 """The set's folder, beside ``serve.onnx``."""
 PER_CLASS = 2
+CANDIDATES_PER_CLASS = 10
+"""Validation photos per class scored for the set (the most confident right ones stay)."""
 MIN_PROBABILITY = 0.5
 """A kept photo's top probability is at least this (or the model's confidence threshold)."""
 
@@ -110,3 +115,32 @@ def write_known_set(
 def remove_known_set(directory: Path) -> None:
     """Remove an older set, so no model ever ships with another model's answers."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m convert.known``: (re)write the set of an already converted model."""
+    parser = argparse.ArgumentParser(
+        prog="python -m convert.known",
+        description="Write the known-answer set of a served model (known/ beside it), which "
+        "the Dockerfile bakes in and the pre-traffic hook replays. python -m convert "
+        "writes it already; this is for a model converted without it.",
+    )
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model/serve.onnx"))
+    parser.add_argument("split", type=Path, help="labelled photos: one folder per category")
+    parser.add_argument("--per-class", type=int, default=PER_CLASS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        labels = Classifier.load(args.model).metadata.labels
+        photos = labelled_split(args.split.parent, args.split.name, labels)
+        candidates = spread_sample(photos, CANDIDATES_PER_CLASS * len(labels), args.seed)
+        kept = write_known_set(args.model, candidates, args.model.with_name(KNOWN_NAME))
+    except (ConvertError, ModelUnavailableError) as exc:
+        print(f"known: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"known: {len(kept)} photos -> {args.model.with_name(KNOWN_NAME)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

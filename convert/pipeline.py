@@ -30,7 +30,7 @@ from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
 from convert.images import Photo, collect_images, labelled_split, spread_sample
 from convert.keras_model import load_checked_model
-from convert.known import KNOWN_NAME, remove_known_set, write_known_set
+from convert.known import CANDIDATES_PER_CLASS, KNOWN_NAME, remove_known_set, write_known_set
 from convert.metadata import attach_metadata, make_metadata
 from convert.quantize import MAX_ACCURACY_DROP, int8_accepted, quantize_int8, save_optimized
 from convert.report import Report, Served
@@ -311,10 +311,6 @@ def _int8_variant(
     return {"path": str(target) if accepted else None, **result}
 
 
-KNOWN_CANDIDATES_PER_CLASS = 10
-"""Validation photos per class scored for the known-answer set (the most confident stay)."""
-
-
 def _known_set(options: Options, checkpoint: LoadedCheckpoint) -> None:
     """Write the served model's known-answer set from the validation split.
 
@@ -327,9 +323,7 @@ def _known_set(options: Options, checkpoint: LoadedCheckpoint) -> None:
     except ConvertError as exc:
         _log(f"no known-answer set ({exc}); the image cannot be built without one")
         return
-    candidates = spread_sample(
-        photos, KNOWN_CANDIDATES_PER_CLASS * len(checkpoint.labels), options.seed
-    )
+    candidates = spread_sample(photos, CANDIDATES_PER_CLASS * len(checkpoint.labels), options.seed)
     try:
         kept = write_known_set(options.serve_path, candidates, options.known_dir)
     except ConvertError as exc:

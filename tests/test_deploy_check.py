@@ -14,6 +14,7 @@ import pytest
 
 from convert.errors import ConvertError
 from convert.images import labelled_split
+from convert.known import main as known_main
 from convert.known import select, write_known_set
 from lambda_function import deploy_check, handler
 from lambda_function.files import sha256_file
@@ -185,3 +186,15 @@ def test_a_model_with_no_confident_right_answer_gets_no_set(tmp_path, known) -> 
     with pytest.raises(ConvertError, match="expected at least one of 8 labelled photos"):
         write_known_set(unsure, photos, known)
     assert not known.exists()  # never the older model's set beside this one
+
+
+def test_the_command_writes_the_set_beside_an_already_converted_model(tmp_path, capsys) -> None:
+    served = build_model(tmp_path / "model" / "serve.onnx")
+    labelled_folder(tmp_path / "data", "validation", PHOTOS)
+    split = tmp_path / "data" / "validation"
+    assert known_main(["--model", str(served), str(split)]) == 0
+    assert "known: 6 photos" in capsys.readouterr().out
+    assert len(deploy_check.load_known(tmp_path / "model" / "known")) == 6
+    (tmp_path / "broken.onnx").write_bytes(b"not onnx")
+    assert known_main(["--model", str(tmp_path / "broken.onnx"), str(split)]) == 2
+    assert "is not a loadable ONNX model" in capsys.readouterr().err

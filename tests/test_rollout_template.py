@@ -17,6 +17,7 @@ ROLLBACK_ALARMS = {
     "LatencyP99Alarm",
     "InitFailuresAlarm",
     "FunctionErrorsAlarm",
+    "NewVersionErrorsAlarm",
 }
 """What a bad version raises. ThrottlesAlarm stays out: throttling is concurrency, the
 same for every version, and would roll back a healthy model under load."""
@@ -60,6 +61,21 @@ def test_the_function_s_alarms_roll_a_new_version_back() -> None:
     rollback = group["Properties"]["AutoRollbackConfiguration"]
     assert rollback["Enabled"] is True
     assert {"DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"} <= set(rollback["Events"])
+
+
+def test_one_alarm_watches_the_new_version_alone() -> None:
+    """The function-wide alarms see a canary's failures diluted ten times; this one reads
+    Lambda's Errors of the version the deployment publishes, through the alias."""
+    resources = translate()["Resources"]
+    (alias,) = of_type(resources, "AWS::Lambda::Alias").values()
+    alarm = resources["NewVersionErrorsAlarm"]["Properties"]
+    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert dimensions == {
+        "FunctionName": {"Ref": "PredictFunction"},
+        "Resource": {"Fn::Sub": "${PredictFunction}:" + alias["Properties"]["Name"]},
+        "ExecutedVersion": {"Fn::GetAtt": [version_of(resources), "Version"]},
+    }
 
 
 def test_the_alias_moves_only_after_the_pre_traffic_check() -> None:

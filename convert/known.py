@@ -23,6 +23,7 @@ from pathlib import Path
 from convert.errors import ConvertError
 from convert.images import Photo, labelled_split, spread_sample
 from lambda_function import files
+from lambda_function.config import Config
 from lambda_function.deploy_check import MANIFEST
 from lambda_function.errors import ModelUnavailableError
 from lambda_function.model import Classifier
@@ -34,6 +35,8 @@ PER_CLASS = 2
 CANDIDATES_PER_CLASS = 10
 """Validation photos per class scored for the set (the most confident right ones stay)."""
 MIN_PROBABILITY = 0.5
+MAX_PHOTO_BYTES = Config.max_upload_bytes
+"""The hook sends each photo in its request: larger ones would be refused (413)."""
 """A kept photo's top probability is at least this (or the model's confidence threshold)."""
 
 
@@ -52,7 +55,8 @@ def select(model: Path, photos: Sequence[Photo], per_class: int = PER_CLASS) -> 
     """Per class, the ``per_class`` photos of ``photos`` the model answers right most surely.
 
     Only photos answered right with at least the model's confidence threshold (or
-    :data:`MIN_PROBABILITY` without one) qualify; a class may end up with fewer or none.
+    :data:`MIN_PROBABILITY` without one), and small enough to send in a request, qualify;
+    a class may end up with fewer or none.
     """
     classifier = Classifier.load(model)
     metadata = classifier.metadata
@@ -61,7 +65,10 @@ def select(model: Path, photos: Sequence[Photo], per_class: int = PER_CLASS) -> 
     for photo in photos:
         if photo.label is None:
             raise ValueError(f"Expected labelled photos. Received: {photo.path} without a label")
-        x, _ = prepare(photo.path.read_bytes(), metadata.image_size)
+        data = photo.path.read_bytes()
+        if len(data) > MAX_PHOTO_BYTES:
+            continue  # the hook sends photos in the request, which caps them
+        x, _ = prepare(data, metadata.image_size)
         probabilities = classifier.predict(x)[0]
         best = int(probabilities.argmax())
         if best == photo.label and probabilities[best] >= floor:

@@ -488,6 +488,8 @@ def test_a_new_conversion_removes_the_variants_of_an_older_one(
     output = tmp_path / "model.onnx"
     for name in ("model.int8.onnx", "model.optimized.onnx", "serve.onnx"):
         (tmp_path / name).write_bytes(b"from an older checkpoint")
+    (tmp_path / "known").mkdir()
+    (tmp_path / "known" / "known.json").write_text('{"model": {"sha256": "older"}}')
     argv = [str(training_folder), "-o", str(output), "--data-dir", str(data_dir)]
     assert main([*argv, "--limit", "10"]) == 0
     assert served_folder(tmp_path) == ["model.onnx", "report.json", "serve.onnx"]

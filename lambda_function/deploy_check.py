@@ -145,6 +145,7 @@ def _hook_ids(event: Any) -> tuple[str, str]:
 
 
 def _known_dir() -> Path:
+    """The baked-in set, or ``KNOWN_SET_DIR`` (a local run against another set, tests)."""
     return Path(os.environ.get("KNOWN_SET_DIR") or KNOWN_DIR)
 
 

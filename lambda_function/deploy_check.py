@@ -11,9 +11,12 @@ request reaches the version (docs/deployment.md).
 
 from __future__ import annotations
 
+import argparse
 import base64
+import io
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,6 +136,45 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     return {"status": status, "checked": len(checks), "failed": failed, "reason": reason}
 
 
+class LocalFunction:
+    """A ``lambda`` client stand-in that answers ``invoke`` with this process's predict
+    handler (``MODEL_PATH`` picks the model): the same check before anything is deployed."""
+
+    def invoke(self, *, FunctionName: str, Payload: bytes) -> dict[str, Any]:  # noqa: N803
+        from lambda_function.handler import lambda_handler
+
+        answer = lambda_handler(json.loads(Payload), None)
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(answer).encode())}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lambda_function.deploy_check``: the check, locally, on a model file."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lambda_function.deploy_check",
+        description="Run a known-answer set through the predict handler in this process, "
+        "as the pre-traffic hook runs it through a new version. Exit 0 when every answer "
+        "is right, 1 otherwise.",
+    )
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model/serve.onnx"))
+    parser.add_argument("--known", type=Path, help="the set (default: known/ beside --model)")
+    args = parser.parse_args(argv)
+    os.environ["MODEL_PATH"] = str(args.model)
+    os.environ.pop("MODEL_S3_URI", None)
+    directory = args.known or args.model.with_name(KNOWN_DIR.name)
+    try:
+        checks = run_checks(LocalFunction(), "local", directory)
+    except KnownSetError as exc:
+        print(f"deploy_check: error: {exc}", file=sys.stderr)
+        return 2
+    for check in checks:
+        if not check.passed:
+            print(f"FAILED {check.file}: expected {check.expected}, got "
+                  f"{check.answered or check.error}")  # fmt: skip
+    status = verdict(checks)
+    print(f"{status}: {sum(c.passed for c in checks)}/{len(checks)} known photos answered right")
+    return 0 if status == SUCCEEDED else 1
+
+
 def _hook_ids(event: Any) -> tuple[str, str]:
     """The deployment and hook execution ids, without which nothing can be reported."""
     names = ("DeploymentId", "LifecycleEventHookExecutionId")
@@ -151,3 +193,7 @@ def _known_dir() -> Path:
 
 def _client(service: str, read_timeout_s: float) -> Any:
     return aws.client(service, connect_timeout_s=3.0, read_timeout_s=read_timeout_s, attempts=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -198,3 +198,20 @@ def test_the_command_writes_the_set_beside_an_already_converted_model(tmp_path, 
     (tmp_path / "broken.onnx").write_bytes(b"not onnx")
     assert known_main(["--model", str(tmp_path / "broken.onnx"), str(split)]) == 2
     assert "is not a loadable ONNX model" in capsys.readouterr().err
+
+
+def test_the_check_runs_locally_on_a_model_file_before_any_deploy(
+    tmp_path, good_model, known, function_env, capsys
+) -> None:
+    function_env(MODEL_PATH=good_model, MODEL_S3_URI=None)  # main sets them; undone after
+    assert deploy_check.main(["--model", str(good_model), "--known", str(known)]) == 0
+    assert "Succeeded: 6/6 known photos answered right" in capsys.readouterr().out
+    weights = np.zeros((3, len(LABELS)), dtype=np.float32)
+    weights[0, 2] = weights[1, 1] = weights[2, 0] = 8.0  # red and blue swapped
+    wrong = build_model(tmp_path / "wrong.onnx", weights=weights)
+    handler.get_service.cache_clear()
+    assert deploy_check.main(["--model", str(wrong), "--known", str(known)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED 00-dress.png: expected dress, got longsleeve" in out
+    assert "Failed: 2/6" in out
+    assert deploy_check.main(["--model", str(wrong), "--known", str(tmp_path)]) == 2

@@ -92,7 +92,7 @@ def test_the_check_invokes_the_version_this_deployment_publishes() -> None:
     resources = translate()["Resources"]
     hook = resources["PreTrafficCheckFunction"]["Properties"]
     target = {"Ref": version_of(resources)}
-    assert hook["Environment"]["Variables"] == {deploy_check.TARGET: target}
+    assert hook["Environment"]["Variables"][deploy_check.TARGET] == target
     (policy,) = resources["PreTrafficCheckFunctionRole"]["Properties"]["Policies"]
     granted = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
     assert set(granted) == {"InvokeTheNewVersion", "ReportTheVerdict"}
@@ -119,15 +119,19 @@ def test_codedeploy_may_invoke_the_check() -> None:
 
 
 def test_the_check_is_the_same_image_with_its_own_handler_and_time() -> None:
-    hook = TEMPLATE["Resources"]["PreTrafficCheckFunction"]
-    predict = TEMPLATE["Resources"]["PredictFunction"]
+    resources = translate()["Resources"]
+    hook, predict = resources["PreTrafficCheckFunction"], resources["PredictFunction"]
     (command,) = hook["Properties"]["ImageConfig"]["Command"]
     module, name = command.rsplit(".", 1)
     assert getattr(importlib.import_module(module), name) is deploy_check.lambda_handler
     assert hook["Metadata"] == predict["Metadata"]
+    assert hook["Properties"]["Code"] == predict["Properties"]["Code"]
     assert hook["Properties"]["Architectures"] == predict["Properties"]["Architectures"]
     assert hook["Properties"]["Timeout"] > 2 * deploy_check.INVOKE_TIMEOUT_S
-    assert "AutoPublishAlias" not in hook["Properties"]  # nothing to roll out for the check
+    logging = hook["Properties"]["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON"
+    assert logging["LogGroup"] == {"Ref": "PreTrafficCheckLogGroup"}
+    assert "AutoPublishAlias" not in TEMPLATE["Resources"]["PreTrafficCheckFunction"]["Properties"]
 
 
 def test_cfn_lint_finds_nothing_in_the_template() -> None:

@@ -15,6 +15,8 @@ RUN pip install --no-cache-dir --only-binary=:all: --require-hashes -r /tmp/serv
 
 COPY lambda_function/ ${LAMBDA_TASK_ROOT}/lambda_function/
 COPY artifacts/model/serve.onnx ${LAMBDA_TASK_ROOT}/lambda_function/serve.onnx
+# The model's known-answer set (written with serve.onnx): the pre-traffic hook replays it.
+COPY artifacts/model/known/ ${LAMBDA_TASK_ROOT}/lambda_function/known/
 # /var/task is read-only at run time: compile the bytecode now, not at every cold start.
 RUN python3 -m compileall -q "${LAMBDA_TASK_ROOT}/lambda_function"
 

@@ -32,6 +32,7 @@ from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
 from convert.images import Photo, collect_images, labelled_split, spread_sample
 from convert.keras_model import load_checked_model
+from convert.known import CANDIDATES_PER_CLASS, KNOWN_NAME, remove_known_set, write_known_set
 from convert.metadata import attach_metadata, file_opset, make_metadata
 from convert.quantize import MAX_ACCURACY_DROP, int8_accepted, quantize_int8, save_optimized
 from convert.report import Report, Served
@@ -83,6 +84,11 @@ class Options:
         """Where the served model goes: ``serve.onnx`` beside the output."""
         return self.output.with_name(SERVE_NAME)
 
+    @property
+    def known_dir(self) -> Path:
+        """The served model's known-answer set (docs/deployment.md): ``known/`` beside it."""
+        return self.output.with_name(KNOWN_NAME)
+
     def variant_path(self, name: str) -> Path:
         return self.output.with_name(f"{self.output.stem}.{name}{self.output.suffix}")
 
@@ -132,6 +138,7 @@ def run(options: Options, load: Callable[[Options], Source] | None = None) -> Re
     _remove_older_variants(options)
     variants = _variants(options, loaded, verification)
     report = replace(report, variants=variants, served=_serve(options, variants))
+    _known_set(options, loaded)
     report = replace(report, wall_s=time.perf_counter() - started)
     _write_report(options.report_path, report)
     if report.rejected:
@@ -330,6 +337,27 @@ def _int8_variant(
         if accepted:
             staged.replace(target)
     return {"path": str(target) if accepted else None, **result}
+
+
+def _known_set(options: Options, checkpoint: LoadedCheckpoint) -> None:
+    """Write the served model's known-answer set from the validation split.
+
+    Without a labelled validation split there is no set (the image build then stops at the
+    Dockerfile's COPY of it): an older set is removed, never left beside a new model.
+    """
+    remove_known_set(options.known_dir)
+    try:
+        photos = labelled_split(options.data_dir, "validation", checkpoint.labels)
+    except ConvertError as exc:
+        _log(f"no known-answer set ({exc}); the image cannot be built without one")
+        return
+    candidates = spread_sample(photos, CANDIDATES_PER_CLASS * len(checkpoint.labels), options.seed)
+    try:
+        kept = write_known_set(options.serve_path, candidates, options.known_dir)
+    except ConvertError as exc:
+        _log(f"no known-answer set: {exc}; the image cannot be built without one")
+        return
+    _log(f"known-answer set: {len(kept)} photos -> {options.known_dir}")
 
 
 def _verification_photos(options: Options, checkpoint: LoadedCheckpoint) -> list[Photo]:

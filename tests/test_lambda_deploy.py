@@ -146,6 +146,8 @@ CONTEXT_IN = [
     "lambda_function/handler.py",
     "lambda_function/fetch/http.py",
     "artifacts/model/serve.onnx",
+    "artifacts/model/known/known.json",
+    "artifacts/model/known/00-dress.jpg",
     "Dockerfile",
 ]
 CONTEXT_OUT = [
@@ -158,6 +160,7 @@ CONTEXT_OUT = [
     "artifacts/training/model.h5",
     "artifacts/model/model.onnx",
     "artifacts/model/model.int8.onnx",
+    "artifacts/model/report.json",
     ".venv/bin/python",
     "lambda_function/__pycache__/handler.cpython-312.pyc",
     "lambda_function/model.onnx",
@@ -199,6 +202,20 @@ def test_the_default_model_is_the_baked_one_else_the_served_one(monkeypatch, tmp
     monkeypatch.setattr(config, "PACKAGE_MODEL", baked)
     assert config.default_model_path() == baked
     assert Config.from_env({}).model_path == baked
+
+
+def test_the_image_bakes_the_known_set_where_convert_writes_it_and_the_hook_reads_it() -> None:
+    from convert.pipeline import Options
+    from lambda_function import deploy_check
+
+    copies = [args.split() for kind, args in instructions() if kind == "COPY"]
+    known = Options().known_dir
+    assert (f"{known}/", f"${{LAMBDA_TASK_ROOT}}/lambda_function/{known.name}/") in [
+        tuple(c) for c in copies
+    ]
+    assert config.PACKAGE_MODEL.with_name(known.name) == deploy_check.KNOWN_DIR
+    assert known.parent == config.SERVED_MODEL.parent
+    assert f"!{known}/" in (REPO / ".dockerignore").read_text().splitlines()
 
 
 @pytest.mark.parametrize("stale", ["model.int8.onnx", "model.onnx"])

@@ -208,6 +208,7 @@ import lambda_function
 import lambda_function.cli, lambda_function.config, lambda_function.errors
 import lambda_function.events, lambda_function.fetch, lambda_function.model
 import lambda_function.handler, lambda_function.preprocessing, lambda_function.service
+import lambda_function.deploy_check
 buffer = io.BytesIO()
 Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, "JPEG")
 event = {"image": base64.b64encode(buffer.getvalue()).decode()}

@@ -27,6 +27,7 @@ UNVERSIONED = {
     "ProvisionedConcurrency": "set on the alias itself",
     "ReservedConcurrency": "a function-wide setting, not part of a version",
     "ReadPrefix": "IAM only: the role is shared by every version",
+    "DeploymentType": "how CodeDeploy moves the alias to a version, not part of one",
 }
 """Parameters of the function that do not belong in a version (and why)."""
 

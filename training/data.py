@@ -32,6 +32,8 @@ class Split:
     name: str
     files: tuple[Path, ...]
     targets: np.ndarray  # int32 class indices, one per file
+    groups: tuple[str, ...] = ()
+    """A product id per file ("" for none): photos of one product stay in one CV fold."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -50,8 +52,13 @@ class Dataset:
         return self.splits[split]
 
 
-def scan(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
-    """List ``root``'s splits and check the layout; raise :class:`DatasetError` if broken."""
+def scan(
+    root: str | Path, splits: tuple[str, ...] = SPLITS, extra: str | Path | None = None
+) -> Dataset:
+    """List ``root``'s splits and check the layout; raise :class:`DatasetError` if broken.
+
+    ``extra``: a folder of extra labelled photos (``python -m training field-export``),
+    added to the first split (:mod:`training.field_data`)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Expected a dataset folder with {', '.join(splits)}/. Missing: {root}")
@@ -77,7 +84,13 @@ def scan(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
             files += images
             targets += [index] * len(images)
         found[name] = Split(name, tuple(files), np.array(targets, dtype=np.int32))
-    return Dataset(root, labels, found, _fingerprint(root, found))
+    fingerprint = _fingerprint(root, found)
+    if extra is not None:
+        from training import field_data
+
+        found[splits[0]], digest = field_data.extend(found[splits[0]], labels, Path(extra))
+        fingerprint = hashlib.sha256(f"{fingerprint}+{digest}".encode()).hexdigest()
+    return Dataset(root, labels, found, fingerprint)
 
 
 def load_pixels(

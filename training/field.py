@@ -15,7 +15,6 @@ docs/feedback.md explains the loop with a worked example.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import sys
@@ -24,8 +23,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training import field_data
+
 COMMANDS = ("field-report", "field-export")
-GROUPS_FILE = "groups.csv"
 EXPORT_FILE = "export.json"
 EXTENSIONS = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"RIFF": ".webp", b"GIF8": ".gif"}
 
@@ -166,10 +166,7 @@ def export(
         groups.append((f"{category}/{name}", product))
         counts["exported"] += 1
     output.mkdir(parents=True, exist_ok=True)
-    with (output / GROUPS_FILE).open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["file", "product_id"])
-        writer.writerows(groups)
+    field_data.write_groups(output, groups)
     summary = {"counts": dict(sorted(counts.items())), "classes": _class_counts(groups)}
     (output / EXPORT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

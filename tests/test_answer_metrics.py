@@ -38,7 +38,7 @@ def test_the_out_of_catalogue_rate_is_counted_once_answers_carry_the_field() -> 
     assert "OutOfCatalogueAnswers" in declared(line) and line["OutOfCatalogueAnswers"] == 1
 
 
-def test_a_batch_through_the_handler_prints_its_answer_mix(function_env, tiny_model, capsys):
+def test_requests_through_the_handler_print_their_answer_mix(function_env, tiny_model, capsys):
     function_env(MODEL_PATH=tiny_model, FEEDBACK_TABLE=None)
     handler.get_service()
     capsys.readouterr()

@@ -274,3 +274,53 @@ def test_photos_of_one_product_share_a_fold() -> None:
         assert len(set(fold[groups == product])) == 1
     singles = np.array([str(i) for i in range(len(targets))])
     assert (stratified_folds(targets, 3, 1, singles) == stratified_folds(targets, 3, 1)).all()
+
+
+def test_an_api_answer_on_an_s3_photo_is_exported_with_its_photo(aws, monkeypatch, tmp_path):
+    from lambda_function.fetch import s3 as fetch_s3
+
+    monkeypatch.setenv("S3_ALLOWED_BUCKETS", BUCKET)
+    handler.get_service.cache_clear()
+    fetch_s3.s3_client.cache_clear()
+    photo = image_bytes(BLUE)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="listing/9.jpg", Body=photo)
+    event = load_event("http-api-url.json")
+    event["body"] = json.dumps({"urls": [f"s3://{BUCKET}/listing/9.jpg", "s3://elsewhere/x.jpg"]})
+    answer = json.loads(handler.lambda_handler(event, FakeContext(aws_request_id="req-s3"))["body"])
+    fetch_s3.s3_client.cache_clear()
+    first, refused = answer["results"]
+    assert first["suggestion_id"] == "req-s3-0" and "suggestion_id" not in refused
+    assert send_feedback({"suggestion_id": "req-s3-0", "category": "shoes"})[0] == 200
+    summary = field.export(field.read_feedback(FEEDBACK), tmp_path / "field")
+    assert summary == {"counts": {"exported": 1}, "classes": {"shoes": 1}}
+    assert (tmp_path / "field" / "shoes" / f"{hashlib.sha256(photo).hexdigest()}.jpg").is_file()
+
+
+def test_extra_data_with_a_category_the_dataset_lacks_is_refused_by_name(tmp_path) -> None:
+    (tmp_path / "field" / "sandals").mkdir(parents=True)
+    (tmp_path / "field" / "sandals" / "a.jpg").write_bytes(image_bytes(RED))
+    with pytest.raises(data.DatasetError, match=r"Received: \['sandals'\]"):
+        data.scan(tiny_dataset(tmp_path / "ds"), extra=tmp_path / "field")
+
+
+def test_cv_takes_extra_data_and_keeps_each_product_in_one_fold(tmp_path) -> None:
+    from training.cli import build_parser
+    from training.cv_command import _groups
+
+    args = build_parser().parse_args(["cv", "--extra-data", str(tmp_path / "field")])
+    assert args.extra_data == tmp_path / "field"
+    rows = []
+    for n, product in enumerate(["sku-1", "sku-1", "sku-2"]):
+        folder = tmp_path / "field" / LABELS[n % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{n}.jpg").write_bytes(image_bytes((n * 40, 10, 10)))
+        rows.append((f"{LABELS[n % 2]}/{n}.jpg", product))
+    field_data.write_groups(tmp_path / "field", rows)
+    dataset = data.scan(tiny_dataset(tmp_path / "ds"), extra=tmp_path / "field")
+    groups = _groups(dataset)
+    assert len(groups) == sum(len(s) for s in dataset.splits.values())
+    products = sorted(g for g in groups if g.startswith("product:"))
+    assert products == ["product:sku-1", "product:sku-1", "product:sku-2"]
+    targets = np.concatenate([s.targets for s in dataset.splits.values()])
+    fold = stratified_folds(targets, 2, seed=1, groups=groups)
+    assert len(set(fold[groups == "product:sku-1"])) == 1

@@ -20,8 +20,13 @@ GROUPS_FILE = "groups.csv"
 
 
 class _Split(Protocol):
-    name: str
-    groups: tuple[str, ...]
+    """What :func:`dataset_groups` reads of a :class:`training.data.Split`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def groups(self) -> tuple[str, ...]: ...
 
     def __len__(self) -> int: ...
 

@@ -291,7 +291,7 @@ def submit(payload: Any, client: Any = None) -> dict[str, Any]:
         observe.emit(metrics_line(feedback, suggestion, outcome))
     return {
         "suggestion_id": feedback.key,
-        "status": outcome,
+        "outcome": outcome,
         "accepted": feedback.category == suggestion.category,
         "suggested": suggestion.category,
         "category": feedback.category,

@@ -113,7 +113,7 @@ def test_an_api_answer_carries_a_suggestion_id_that_feedback_accepts(aws, capsys
         (LABELS[0], 1, 1)
     ]
     status, body = send_feedback({"suggestion_id": "req-red", "category": "pants"})
-    assert (status, body["status"], body["accepted"]) == (200, "recorded", False)
+    assert (status, body["outcome"], body["accepted"]) == (200, "recorded", False)
     (line,) = metric_lines(capsys.readouterr().out, "feedback")
     assert (line["Overridden"], line["Accepted"], line["Confident"]) == (1, 0, "true")
     assert (
@@ -136,10 +136,10 @@ def test_the_same_feedback_twice_is_stored_once_and_counted_once(aws, capsys) ->
     capsys.readouterr()
     first = send_feedback({"suggestion_id": "req-g", "category": LABELS[1]})
     again = send_feedback({"suggestion_id": "req-g", "category": LABELS[1]})
-    assert (first[1]["status"], again[1]["status"]) == ("recorded", "unchanged")
+    assert (first[1]["outcome"], again[1]["outcome"]) == ("recorded", "unchanged")
     assert len(metric_lines(capsys.readouterr().out, "feedback")) == 1
     status, revised = send_feedback({"suggestion_id": "req-g", "category": "shirt"})
-    assert (status, revised["status"], revised["accepted"]) == (200, "revised", False)
+    assert (status, revised["outcome"], revised["accepted"]) == (200, "revised", False)
     (line,) = metric_lines(capsys.readouterr().out, "feedback")
     assert line["Revisions"] == 1
 
@@ -183,7 +183,7 @@ def test_an_upload_row_takes_feedback_by_photo_and_etag(aws, capsys) -> None:
     status, body = send_feedback(
         {"photo": photo, "etag": etag, "category": LABELS[1], "product_id": "sku-7"}
     )
-    assert (status, body["status"], body["accepted"]) == (200, "recorded", True)
+    assert (status, body["outcome"], body["accepted"]) == (200, "recorded", True)
     assert body["suggestion_id"] == f"{photo}#{etag}"
     status, body = send_feedback({"photo": photo, "etag": "other", "category": LABELS[1]})
     assert (status, body["error"]["code"]) == (404, "unknown_suggestion")
@@ -324,3 +324,31 @@ def test_cv_takes_extra_data_and_keeps_each_product_in_one_fold(tmp_path) -> Non
     targets = np.concatenate([s.targets for s in dataset.splits.values()])
     fold = stratified_folds(targets, 2, seed=1, groups=groups)
     assert len(set(fold[groups == "product:sku-1"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("event", "code"),
+    [
+        ({"body": "{not json", "isBase64Encoded": False}, "invalid_json"),
+        ({"body": "[" * 100_000, "isBase64Encoded": False}, "invalid_json"),
+        ({"body": "%%%", "isBase64Encoded": True}, "invalid_json"),
+        ({"body": "", "isBase64Encoded": False}, "empty_body"),
+        ({"body": json.dumps({"suggestion_id": "x" * 5000, "category": "hat"})}, "bad_request"),
+    ],
+)
+def test_a_hostile_feedback_body_is_a_400_never_a_crash(aws, event, code) -> None:
+    base = load_event("http-api-feedback.json")
+    response = feedback.lambda_handler({**base, **event}, FakeContext())
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]["code"]) == (400, code)
+    assert len(body["error"]["message"]) <= 1024
+
+
+def test_a_direct_invocation_takes_the_body_as_its_payload(aws) -> None:
+    answer = feedback.lambda_handler(["not", "an", "object"], FakeContext())
+    assert (answer["status"], answer["error"]["code"]) == (400, "bad_request")
+    predict(image_bytes(RED), "req-direct")
+    answer = feedback.lambda_handler(
+        {"suggestion_id": "req-direct", "category": LABELS[0]}, FakeContext()
+    )
+    assert (answer["outcome"], answer["accepted"]) == ("recorded", True)

@@ -199,7 +199,7 @@ def test_each_feedback_answer_is_documented(feedback_store, monkeypatch) -> None
     again = check(
         post_feedback({"suggestion_id": sid, "category": "pants"}), 200, FEEDBACK_OPERATION
     )
-    assert (first["status"], again["status"]) == ("recorded", "unchanged")
+    assert (first["outcome"], again["outcome"]) == ("recorded", "unchanged")
     check(post_feedback({"category": "pants"}), 400, FEEDBACK_OPERATION)
     check(post_feedback({"suggestion_id": "nope", "category": "pants"}), 404, FEEDBACK_OPERATION)
     check(post_feedback({"suggestion_id": sid, "category": "sandals"}), 422, FEEDBACK_OPERATION)

@@ -352,3 +352,12 @@ def test_a_direct_invocation_takes_the_body_as_its_payload(aws) -> None:
         {"suggestion_id": "req-direct", "category": LABELS[0]}, FakeContext()
     )
     assert (answer["outcome"], answer["accepted"]) == ("recorded", True)
+
+
+def test_group_folds_say_what_they_counted_when_impossible() -> None:
+    targets = np.array([0, 0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="Expected one group per sample"):
+        stratified_folds(targets, 2, 1, groups=np.array(["a", "b"]))
+    one_product_each = np.array(["a", "a", "a", "b", "b", "b"])
+    with pytest.raises(ValueError, match="counting products"):
+        stratified_folds(targets, 2, 1, groups=one_product_each)

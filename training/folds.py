@@ -32,7 +32,10 @@ def stratified_folds(
     unit_targets = np.array(
         [np.bincount(np.asarray(targets)[unit == u]).argmax() for u in range(len(order))]
     )
-    return _deal(unit_targets, k, seed)[unit]
+    try:
+        return _deal(unit_targets, k, seed)[unit]
+    except ValueError as exc:
+        raise ValueError(f"{exc} (counting products: the groups of photos)") from exc
 
 
 def _deal(targets: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import pytest
 from lambda_function import feedback, handler, results, uploads
 from lambda_function.model_metadata import ModelMetadata
 from tests.aws_local import (
+    clear_clients,
     create_results_table,
     dynamodb_throttling,
     faulty_proxy,
@@ -193,9 +194,10 @@ def test_an_answer_whose_suggestion_cannot_be_stored_carries_no_id(aws, monkeypa
     with faulty_proxy(aws) as proxy:
         proxy.fault = dynamodb_throttling("BatchWriteItem")
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
-        results.dynamodb_client.cache_clear()
+        clear_clients()
         answer = predict(image_bytes(RED), "req-lost")
-    results.dynamodb_client.cache_clear()
+        assert proxy.faults_sent == 2  # both attempts of the one write
+    clear_clients()
     assert "suggestion_id" not in answer and answer["category"] == LABELS[0]
 
 

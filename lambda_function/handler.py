@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from lambda_function import events, observe, uploads
+from lambda_function import events, observe, suggestions, uploads
 from lambda_function.errors import BadRequestError, to_service_error
 from lambda_function.events import Request
 from lambda_function.process import get_service, load_at_init
@@ -45,7 +45,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         answer = service.answer(request, service.deadline(_remaining_s(context)))
         if answer.error is not None:
             raise answer.error
-        payload, status, code = answer.payload, 200, ""
+        urls = [item.url or "" for item in request.items]
+        payload = suggestions.answered(request_id, answer.payload, urls, source)
+        status, code = 200, ""
     except Exception as exc:  # noqa: BLE001 - the one place where failures become answers
         error = to_service_error(exc)
         payload, status, code = error.to_payload(request_id), error.status, error.code

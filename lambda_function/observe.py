@@ -115,6 +115,17 @@ def host_of(url: str) -> str:
     return host[:MAX_HOST_CHARS]
 
 
+def document(
+    line: dict[str, Any],
+    directives: list[dict[str, Any]],
+    members: dict[str, Any],
+    environ: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``line`` as an EMF document of ``directives`` with ``members`` (dimensions and values),
+    under the namespace and the function's name; for the modules that add their own metrics."""
+    return _document(line, directives, members, environ)
+
+
 def _document(
     line: dict[str, Any],
     directives: list[dict[str, Any]],

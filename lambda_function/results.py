@@ -87,9 +87,17 @@ def row(outcome: Outcome, model_version: str, now: datetime | None = None) -> di
             "scores": answer["scores"],
             "model_image_size": answer["model"]["image_size"],
         }
+        item |= answer_fields(answer)
     elif outcome.failure is not None:
         item |= {"error_code": outcome.failure.code, "error_message": outcome.failure.message}
     return {name: to_attribute(value) for name, value in item.items() if value != ""}
+
+
+def answer_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer's flags that feedback and drift read: ``confident``, ``out_of_catalogue``."""
+    return {
+        name: bool(answer[name]) for name in ("confident", "out_of_catalogue") if name in answer
+    }
 
 
 def put(outcome: Outcome, model_version: str, table: str, client: Any = None) -> str:

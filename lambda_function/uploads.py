@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+from lambda_function import answer_metrics
 from lambda_function.events import Item, Request
 from lambda_function.failures import PermanentError, TransientError
 from lambda_function.photos import BACKFILL, UPLOAD, Photo, read_photo
@@ -180,6 +181,7 @@ def process(
             readable.append((photo, data))
     classified, failed = classify(readable, service, remaining_s)
     outcomes += classified
+    answer_metrics.emit([o.answer for o in classified if o.answer is not None], kind_of(photos))
     transient += failed
 
     writes = _parallel(lambda o: put(o, model_version, table, dynamodb), outcomes)
@@ -201,6 +203,11 @@ def process(
             f"(the {len(stored)} others are stored). First: {transient[0]}"
         )
     return {"photos": stored, "model_version": model_version}
+
+
+def kind_of(photos: list[Photo]) -> str:
+    """The drift lines' ``source``: ``upload`` or ``backfill`` (the batch's photos share it)."""
+    return photos[0].source if photos else UPLOAD
 
 
 def classify(

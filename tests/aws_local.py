@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 import yaml
 
-from lambda_function import photos, results
+from lambda_function import photos, results, suggestions
 from tests.lambda_testing import load_event
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +70,7 @@ def clear_clients() -> None:
     """Forget the function's cached boto3 clients (they captured the endpoint)."""
     photos.s3_client.cache_clear()
     results.dynamodb_client.cache_clear()
+    suggestions.dynamodb_client.cache_clear()
 
 
 # -- template.yaml -------------------------------------------------------------------

@@ -152,6 +152,7 @@ def test_every_event_file_is_used_by_a_test() -> None:
     # The upload path's (tests/test_uploads.py, test_backfill.py, test_redrive.py):
     used |= {"s3-put.json", "s3-put-versioned.json", "backfill-batch.json"}
     used |= {"upload-failure-record.json"}
+    used |= {"http-api-feedback.json"}  # POST /feedback (tests/test_feedback.py)
     events_dir = Path(__file__).resolve().parent.parent / "events"
     assert {path.name for path in events_dir.glob("*.json")} == used
 

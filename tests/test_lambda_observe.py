@@ -110,9 +110,11 @@ def function(function_env, tiny_model, capsys):  # type: ignore[no-untyped-def]
     handler.get_service()  # the model-loaded line is not a request line
 
     def invoke(event: Any, request_id: str = "req-1") -> list[dict[str, Any]]:
+        """The request lines (the answer-distribution lines: tests/test_answer_metrics.py)."""
         capsys.readouterr()
         handler.lambda_handler(event, FakeContext(aws_request_id=request_id))
-        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [line for line in lines if line.get("event") != "answers"]
 
     return invoke
 

@@ -16,7 +16,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 from samtranslator.yaml_helper import yaml_parse
 
-from lambda_function import errors, handler
+from lambda_function import errors, feedback, handler
 from tests.lambda_testing import (
     GREEN,
     FakeContext,
@@ -47,16 +47,18 @@ def resolved(node: Any) -> Any:
     return node
 
 
-def schema_for(status: int) -> dict[str, Any]:
-    return resolved(OPERATION["responses"][str(status)]["content"]["application/json"]["schema"])
+def schema_for(status: int, operation: dict[str, Any] = OPERATION) -> dict[str, Any]:
+    return resolved(operation["responses"][str(status)]["content"]["application/json"]["schema"])
 
 
-def check(response: dict[str, Any], status: int) -> dict[str, Any]:
+def check(
+    response: dict[str, Any], status: int, operation: dict[str, Any] = OPERATION
+) -> dict[str, Any]:
     """``response`` (an HTTP API answer) has ``status`` and a body its schema accepts."""
     assert response["statusCode"] == status, response["body"]
     assert response["headers"]["Content-Type"] == "application/json"
     body = json.loads(response["body"])
-    OAS30Validator(schema_for(status)).validate(body)
+    OAS30Validator(schema_for(status, operation)).validate(body)
     return body
 
 
@@ -97,7 +99,8 @@ def test_the_document_is_valid_openapi_3() -> None:
 def test_the_api_route_is_the_documented_operation() -> None:
     template = yaml_parse((REPO / "template.yaml").read_text())
     route = template["Resources"]["PredictRoute"]["Properties"]["RouteKey"]
-    assert route == "POST /predict" and list(SPEC["paths"]) == ["/predict"]
+    assert route == "POST /predict" and list(SPEC["paths"]) == ["/predict", "/feedback"]
+    assert template["Resources"]["FeedbackRoute"]["Properties"]["RouteKey"] == "POST /feedback"
 
 
 def test_a_prediction_by_url_is_a_documented_200(configure, images) -> None:
@@ -148,8 +151,70 @@ def test_every_status_the_handler_answers_is_documented_and_tested() -> None:
     def subclasses(cls: type) -> set[type]:
         return set(cls.__subclasses__()).union(*(subclasses(c) for c in cls.__subclasses__()))
 
-    answered = {200} | {cls.status for cls in subclasses(errors.ServiceError)}
+    own = [c for c in subclasses(errors.ServiceError) if c.__module__ != feedback.__name__]
+    answered = {200} | {cls.status for cls in own}
     answered |= {errors.ServiceError.status}
     documented = {int(status) for status in OPERATION["responses"]} - GATEWAY_STATUSES
     assert answered == documented
     assert documented == {200, 500} | set(HANDLER_ERRORS)
+
+
+# -- POST /feedback ----------------------------------------------------------------------
+
+FEEDBACK_OPERATION = SPEC["paths"]["/feedback"]["post"]
+
+
+@pytest.fixture
+def feedback_store(configure, monkeypatch):  # type: ignore[no-untyped-def]
+    """moto in server mode with the feedback and results tables; yields its endpoint."""
+    from tests.aws_local import create_results_table, moto_endpoint
+    from tests.test_feedback import create_feedback_table
+
+    with moto_endpoint() as endpoint:
+        create_feedback_table("feedback")
+        create_results_table("results")
+        configure(FEEDBACK_TABLE="feedback", RESULTS_TABLE="results")
+        yield endpoint
+
+
+def post_feedback(body: Any) -> dict[str, Any]:
+    event = load_event("http-api-feedback.json")
+    event["body"] = json.dumps(body)
+    return feedback.lambda_handler(event, FakeContext())
+
+
+def test_an_answer_with_its_suggestion_id_is_a_documented_200(feedback_store) -> None:
+    body = check(post({"image": b64(image_bytes(GREEN))}), 200)
+    assert body["suggestion_id"] == FakeContext().aws_request_id
+
+
+def test_each_feedback_answer_is_documented(feedback_store, monkeypatch) -> None:
+    """Every status POST /feedback answers, produced for real and checked against the spec."""
+    from tests.aws_local import dynamodb_throttling, faulty_proxy
+
+    sid = check(post({"image": b64(image_bytes(GREEN))}), 200)["suggestion_id"]
+    first = check(
+        post_feedback({"suggestion_id": sid, "category": "pants"}), 200, FEEDBACK_OPERATION
+    )
+    again = check(
+        post_feedback({"suggestion_id": sid, "category": "pants"}), 200, FEEDBACK_OPERATION
+    )
+    assert (first["outcome"], again["outcome"]) == ("recorded", "unchanged")
+    check(post_feedback({"category": "pants"}), 400, FEEDBACK_OPERATION)
+    check(post_feedback({"suggestion_id": "nope", "category": "pants"}), 404, FEEDBACK_OPERATION)
+    check(post_feedback({"suggestion_id": sid, "category": "sandals"}), 422, FEEDBACK_OPERATION)
+    with faulty_proxy(feedback_store) as proxy:
+        proxy.fault = dynamodb_throttling("GetItem")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+        from lambda_function import results
+
+        results.dynamodb_client.cache_clear()
+        body = check(
+            post_feedback({"suggestion_id": sid, "category": "hat"}), 503, FEEDBACK_OPERATION
+        )
+        assert body["error"]["code"] == "store_unavailable"
+    results.dynamodb_client.cache_clear()
+    monkeypatch.delenv("FEEDBACK_TABLE")
+    check(post_feedback({"suggestion_id": sid, "category": "hat"}), 500, FEEDBACK_OPERATION)
+    documented = {int(s) for s in FEEDBACK_OPERATION["responses"]} - (GATEWAY_STATUSES - {503})
+    assert documented == {200, 400, 404, 422, 500, 503}

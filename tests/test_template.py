@@ -273,6 +273,8 @@ def test_the_role_may_get_objects_under_the_prefix_and_the_model_and_nothing_els
     resources = translate(ReadBucket="shop-uploads", ModelS3Uri="s3://models/a/serve.onnx")
     role = resources["Resources"]["PredictFunctionRole"]
     granted = statements(resources["Resources"])
+    # (its one other right, storing suggestions: tests/test_feedback_template.py)
+    granted = [s for s in granted if s["Sid"] != "StoreSuggestions"]
     assert {s["Sid"] for s in granted} == {"ReadCallerImages", "ReadModel"}
     assert all(s["Action"] == "s3:GetObject" and s["Effect"] == "Allow" for s in granted)
     images = next(s for s in granted if s["Sid"] == "ReadCallerImages")
@@ -326,6 +328,11 @@ def test_the_alarms_read_the_metrics_the_function_writes() -> None:
         for m in d["Metrics"]
     }
     emitted |= {("InitFailures", ("Function",)), ("Latency", ("Function",))}
+    emitters = {name: {"PredictFunction"} for name, _ in emitted}
+    for extra, functions in loop_metrics().items():
+        emitted |= extra
+        for name, _ in extra:
+            emitters[name] = functions
     for name, alarm in of_type(resources, "AWS::CloudWatch::Alarm").items():
         properties = alarm["Properties"]
         stats = [
@@ -337,4 +344,30 @@ def test_the_alarms_read_the_metrics_the_function_writes() -> None:
             assert metric["Namespace"] == namespace, name
             dimensions = tuple(d["Name"] for d in metric["Dimensions"])
             assert (metric["MetricName"], dimensions) in emitted, name
-            assert metric["Dimensions"][0]["Value"] == {"Ref": "PredictFunction"}
+            function = metric["Dimensions"][0]["Value"]["Ref"]
+            assert function in emitters[metric["MetricName"]], name
+
+
+def loop_metrics() -> dict[frozenset[tuple[str, tuple[str, ...]]], frozenset[str]]:
+    """The feedback and answer-distribution metrics, and the functions that write them."""
+    from lambda_function import answer_metrics, feedback
+
+    suggestion = feedback.Suggestion("api", "v1", "pants", 0.99, True, {"pants": 0.99})
+    lines = {
+        frozenset({"FeedbackFunction"}): [
+            feedback.metrics_line(feedback.Feedback("shorts", "id"), suggestion, "recorded", {})
+        ],
+        frozenset({"PredictFunction", "UploadFunction"}): answer_metrics.lines(
+            [{"category": "pants", "confident": True, "out_of_catalogue": False}], "direct", {}
+        ),
+    }
+    return {
+        frozenset(
+            (m["Name"], tuple(dims))
+            for line in documents
+            for d in line["_aws"]["CloudWatchMetrics"]
+            for dims in d["Dimensions"]
+            for m in d["Metrics"]
+        ): functions
+        for functions, documents in lines.items()
+    }

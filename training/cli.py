@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from training import field
 from training.augment import ALL, COURSE, Augmentation
 from training.config import (
     CACHE_DIR,
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in field.COMMANDS:  # the feedback table, no TensorFlow
+        return field.run(args)
     if args.command == "cv":
         if not args.tf_log:
             quiet_tensorflow()
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    field.add_parsers(sub)
     train = sub.add_parser(
         "train",
         help="train one configuration, evaluate it on test, record it",

@@ -267,12 +267,14 @@ def run(
     log: Callable[[str], None] = print,
     cache_dir: Path | None = None,
     base: Callable[[], Any] | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[list[dict], dict[str, MethodResult], np.ndarray]:
     """Cross-validate every method on the same folds; rows of figures, results, folds.
 
-    ``base`` builds a fresh frozen base, for methods that fine-tune it.
+    ``base`` builds a fresh frozen base, for methods that fine-tune it; ``groups`` (a
+    product id per photo) keeps each product's photos in one fold.
     """
-    fold = stratified_folds(targets, k, seed)
+    fold = stratified_folds(targets, k, seed, groups)
     results: dict[str, MethodResult] = {}
     rows = []
     for method in methods:

@@ -48,6 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="dataset root; all its splits are pooled (default: $DATA_DIR)",
     )
     p.add_argument(
+        "--extra-data",
+        type=Path,
+        default=None,
+        help="extra labelled photos (python -m training field-export): pooled with the "
+        "dataset, each product's photos kept in one fold",
+    )
+    p.add_argument(
         "--weights",
         default=os.environ.get("XCEPTION_WEIGHTS", "imagenet"),
         help="base weights (default: $XCEPTION_WEIGHTS or imagenet)",
@@ -102,7 +109,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         return 2
     from training import data, views
 
-    dataset = data.scan(args.data_dir)
+    dataset = data.scan(args.data_dir, extra=args.extra_data)
     needed = tuple(dict.fromkeys(v for m in methods for v in m.views))
     started = time.perf_counter()
     pooled = tuple(v for v in needed if v in views.VIEWS)
@@ -121,6 +128,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         reference=args.reference,
         cache_dir=args.output_dir / "folds",
         base=partial(_fresh_base, args),
+        groups=_groups(dataset) if args.extra_data is not None else None,
     )
     if args.reference not in results:
         for row in rows:
@@ -329,6 +337,12 @@ def _activations(methods: Sequence[Method], dataset, args) -> dict[str, np.ndarr
         )
         for key, block in tuned.items()
     }
+
+
+def _groups(dataset):
+    from training import field_data
+
+    return field_data.dataset_groups(dataset.splits)
 
 
 def _fresh_base(args: argparse.Namespace):

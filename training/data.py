@@ -32,6 +32,8 @@ class Split:
     name: str
     files: tuple[Path, ...]
     targets: np.ndarray  # int32 class indices, one per file
+    groups: tuple[str, ...] = ()
+    """A product id per file ("" for none): photos of one product stay in one CV fold."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -50,8 +52,13 @@ class Dataset:
         return self.splits[split]
 
 
-def scan(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
-    """List ``root``'s splits and check the layout; raise :class:`DatasetError` if broken."""
+def scan(
+    root: str | Path, splits: tuple[str, ...] = SPLITS, extra: str | Path | None = None
+) -> Dataset:
+    """List ``root``'s splits and check the layout; raise :class:`DatasetError` if broken.
+
+    ``extra``: a folder of extra labelled photos (``python -m training field-export``),
+    added to the first split (:mod:`training.field_data`)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Expected a dataset folder with {', '.join(splits)}/. Missing: {root}")
@@ -77,7 +84,44 @@ def scan(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
             files += images
             targets += [index] * len(images)
         found[name] = Split(name, tuple(files), np.array(targets, dtype=np.int32))
-    return Dataset(root, labels, found, _fingerprint(root, found))
+    fingerprint = _fingerprint(root, found)
+    if extra is not None:
+        found[splits[0]], digest = _with_extra(found[splits[0]], labels, Path(extra))
+        fingerprint = hashlib.sha256(f"{fingerprint}+{digest}".encode()).hexdigest()
+    return Dataset(root, labels, found, fingerprint)
+
+
+def _with_extra(split: Split, labels: tuple[str, ...], folder: Path) -> tuple[Split, str]:
+    """``split`` with the photos of ``folder`` (``DIR/<category>/<file>``, ``groups.csv``)
+    appended with their product ids, and a digest of what was added."""
+    from training import field_data
+
+    if not folder.is_dir():
+        raise DatasetError(f"Expected an extra-data folder (field-export). Missing: {folder}")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _is_data_file(p))
+    unknown = sorted(set(classes) - set(labels))
+    if unknown:
+        raise DatasetError(
+            f"Expected the extra data's class folders among the dataset's {list(labels)}. "
+            f"Received: {unknown} in {folder}"
+        )
+    products = field_data.read_groups(folder)
+    paths, targets, groups = [], [], []
+    digest = hashlib.sha256()
+    for label in classes:
+        for path in sorted(p for p in (folder / label).iterdir() if _is_data_file(p)):
+            relative = f"{label}/{path.name}"
+            paths.append(path)
+            targets.append(labels.index(label))
+            groups.append(products.get(relative, ""))
+            digest.update(relative.encode() + bytes.fromhex(files.sha256_file(path)))
+    extended = Split(
+        split.name,
+        split.files + tuple(paths),
+        np.concatenate([split.targets, np.array(targets, dtype=np.int32)]),
+        (split.groups or ("",) * len(split)) + tuple(groups),
+    )
+    return extended, digest.hexdigest()
 
 
 def load_pixels(

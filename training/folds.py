@@ -7,8 +7,39 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 
-def stratified_folds(targets: np.ndarray, k: int, seed: int) -> np.ndarray:
+def stratified_folds(
+    targets: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Fold index (0..k-1) of every sample; each class spread evenly over the folds.
+
+    ``groups`` (one id per sample, e.g. a product id): the samples of a group share a fold,
+    so no product is trained on and scored at once. Groups are dealt like samples, each
+    by its most frequent class; with every group of one sample the folds are the same as
+    without ``groups``.
+    """
+    if groups is None:
+        return _deal(np.asarray(targets), k, seed)
+    groups = np.asarray(groups)
+    if len(groups) != len(targets):
+        raise ValueError(
+            f"Expected one group per sample ({len(targets)}). Received: {len(groups)} groups"
+        )
+    _, first, unit = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # units in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    unit = rank[unit.ravel()]
+    unit_targets = np.array(
+        [np.bincount(np.asarray(targets)[unit == u]).argmax() for u in range(len(order))]
+    )
+    try:
+        return _deal(unit_targets, k, seed)[unit]
+    except ValueError as exc:
+        raise ValueError(f"{exc} (counting products: the groups of photos)") from exc
+
+
+def _deal(targets: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Stratified folds of independent samples.
 
     Each class's samples are shuffled (``seed``) and dealt round-robin, starting where
     the previous class stopped, so fold sizes differ by at most one and each fold holds

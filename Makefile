@@ -54,7 +54,7 @@ EXTRA_TESTS ?= test-torch
 
 .PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
 	check setup setup-deploy lock data clean FORCE \
-	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes \
+	bench-parity bench-train bench-convert bench-serve bench-soak \
 	backfill bench-backfill bench-memory mutation \
 	setup-torch test-torch train-torch export-torch
 
@@ -142,9 +142,6 @@ bench-serve: | setup ## cold start and warm latency of the serving path at 299
 
 bench-soak: | setup ## 5,000 good and hostile requests in one process + parallel clients
 	$(BIN)/python -m bench.soak
-
-bench-runtimes: | setup data ## Keras, LiteRT, onnxruntime side by side (needs bench-convert)
-	$(BIN)/python -m bench.runtimes
 
 bench-backfill: | setup data ## photos/s per vCPU on the backfill path, 1 vs N per invoke; cost
 	$(BIN)/python -m bench.backfill_throughput

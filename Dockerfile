@@ -6,8 +6,8 @@
 # `sam build` does the same, for the Architectures set in template.yaml.
 FROM public.ecr.aws/lambda/python:3.12
 
-# The complete serve closure, every wheel pinned by hash (requirements/serve.txt says how
-# to regenerate it). Only the lock is copied first, so this layer stays cached until the
+# The complete serve closure, every wheel pinned by hash (exported from uv.lock by
+# `make lock`). Only the lock is copied first, so this layer stays cached until the
 # lock itself changes (boto3 and the runtime interface client come with the base image).
 COPY requirements/serve.txt /tmp/serve.txt
 RUN pip install --no-cache-dir --only-binary=:all: --require-hashes -r /tmp/serve.txt \

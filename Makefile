@@ -3,26 +3,22 @@
 
 .DEFAULT_GOAL := help
 
-# The venv's Python: the Lambda runtime's 3.12 when a working one is found (a pyenv shim
-# may exist and fail, so each candidate is run), else python3. `make PYTHON=...` overrides.
-ifeq ($(origin PYTHON),undefined)
-PYTHON := $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 \
-	python3; do "$$p" -c '' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
-endif
-VENV ?= .venv
-BIN := $(VENV)/bin
-# The PyTorch path has its own venv: torch==2.13.0 installs as a CPU build only on Python 3.11
-# (a local wheel; elsewhere the same pin is the multi-GB CUDA build). `make TORCH_PYTHON=...`.
-ifeq ($(origin TORCH_PYTHON),undefined)
-TORCH_PYTHON := $(shell for p in python3.11 $$(pyenv root 2>/dev/null)/versions/3.11*/bin/python3.11; \
-	do "$$p" -c '' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
-endif
-TORCH_VENV ?= .venv-torch
-TORCH_BIN := $(TORCH_VENV)/bin
-DEPLOY_VENV ?= .venv-deploy
-DEPLOY_BIN := $(DEPLOY_VENV)/bin
+# uv makes every venv from the one lock, uv.lock (`make lock`), on the Python that
+# .python-version names (3.12, the Lambda runtime's; uv fetches it where none is installed).
+# uv itself is pinned as in the `dev` group and bootstrapped once into .venv-uv; `make UV=uv`
+# uses one already installed (pyproject.toml's required-version says which).
 UV_VERSION := 0.13.9
-LOCK_VENV ?= .venv-lock
+ifeq ($(origin UV),undefined)
+UV := .venv-uv/bin/uv
+UV_BOOTSTRAP := $(UV)
+endif
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VENV := .venv-torch
+TORCH_BIN := $(TORCH_VENV)/bin
+# The deployment linters run from the lock's `deploy-lint` group, in an environment of their
+# own: aws-sam-cli pins boto3 apart from `dev`.
+DEPLOY_RUN := UV_PROJECT_ENVIRONMENT=.venv-deploy $(UV) run --locked --only-group deploy-lint --quiet
 
 DATA_DIR ?= data/clothing-dataset-small
 XCEPTION_WEIGHTS ?= imagenet
@@ -53,13 +49,12 @@ PYTEST := $(BIN)/python -m pytest
 EXTRA_TESTS ?= test-torch
 
 .PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
-	check setup setup-deploy lock data clean FORCE \
-	bench-parity bench-train bench-convert bench-serve bench-soak bench-runtimes \
+	check setup lock data clean FORCE \
+	bench-parity bench-train bench-convert bench-serve bench-soak \
 	backfill bench-backfill bench-memory mutation \
 	setup-torch test-torch train-torch export-torch
 
 help: ## list the targets
-	@echo "Python for $(VENV): $(or $(PYTHON),none found: set PYTHON=...)"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: $(MODEL) | setup ## train, convert, classify sample photos (only the steps whose inputs changed)
@@ -120,11 +115,10 @@ lint: | setup ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The deployment linters live in their own venv: aws-sam-cli pins boto3 apart from `dev`.
-lint-deploy: | setup-deploy ## sam validate --lint, cfn-lint, hadolint
-	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(DEPLOY_BIN)/sam validate --lint
-	$(DEPLOY_BIN)/cfn-lint template.yaml
-	$(DEPLOY_BIN)/hadolint Dockerfile
+lint-deploy: | $(UV_BOOTSTRAP) ## sam validate --lint, cfn-lint, hadolint (the deploy-lint group)
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(DEPLOY_RUN) sam validate --lint
+	$(DEPLOY_RUN) cfn-lint template.yaml
+	$(DEPLOY_RUN) hadolint Dockerfile
 
 check: lint lint-deploy test ## everything CI runs: lint + lint-deploy + test
 
@@ -143,9 +137,6 @@ bench-serve: | setup ## cold start and warm latency of the serving path at 299
 bench-soak: | setup ## 5,000 good and hostile requests in one process + parallel clients
 	$(BIN)/python -m bench.soak
 
-bench-runtimes: | setup data ## Keras, LiteRT, onnxruntime side by side (needs bench-convert)
-	$(BIN)/python -m bench.runtimes
-
 bench-backfill: | setup data ## photos/s per vCPU on the backfill path, 1 vs N per invoke; cost
 	$(BIN)/python -m bench.backfill_throughput
 
@@ -162,53 +153,39 @@ MUTANTS ?= 150
 mutation: | setup ## mutation testing of lambda_function/ (mutmut, MUTANTS=150 sampled)
 	$(BIN)/python scripts/mutation.py --sample $(MUTANTS)
 
-setup: $(VENV)/.installed ## the venv: the locked dev set (requirements/dev.txt) + the project
+# uv keeps the venv exactly the lock's `dev` group + the convert extra + the project
+# (editable), and does nothing when it already is.
+setup: | $(UV_BOOTSTRAP) ## the venv: uv.lock's dev group and convert extra, and the project
+	$(UV) sync --locked --extra convert --quiet
 
-# A venv whose pip does not run, or on another Python than $(PYTHON), is made anew.
-$(VENV)/.installed: requirements/dev.txt pyproject.toml
-	@[ -n "$(PYTHON)" ] || { echo "make: no working python3.12 or python3; set PYTHON=" >&2; exit 1; }
-	@echo "make: $(VENV) on $(PYTHON) ($$($(PYTHON) -V 2>&1))"
-	@want=$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])'); \
-	have=$$($(BIN)/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null); \
-	if [ "$$have" != "$$want" ] || ! $(BIN)/python -m pip --version >/dev/null 2>&1; then \
-		$(PYTHON) -m venv --clear $(VENV); fi
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps --editable .
-	touch $@
-
-setup-deploy: $(DEPLOY_VENV)/.installed
-
-$(DEPLOY_VENV)/.installed: pyproject.toml
-	@[ -n "$(PYTHON)" ] || { echo "make: no working python3.12 or python3; set PYTHON=" >&2; exit 1; }
-	$(DEPLOY_BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(DEPLOY_VENV)
-	$(DEPLOY_BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(DEPLOY_BIN)/python -m pip install --quiet --group deploy-lint
-	touch $@
+ifdef UV_BOOTSTRAP
+$(UV_BOOTSTRAP):
+	python3 -m venv --clear .venv-uv
+	.venv-uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+endif
 
 setup-torch: $(TORCH_VENV)/.installed
 
-# pip, not uv: pip's configured find-links hold the CPU wheel. Elsewhere, point TORCH_INDEX
-# at PyTorch's CPU index (https://download.pytorch.org/whl/cpu) to get the CPU build.
+# The PyTorch trainer has a venv of its own, on Python 3.11, made by pip: PyPI's
+# torch==2.13.0 for Linux is the multi-GB CUDA build (that is the one uv.lock records), so
+# its CPU build comes from where pip is pointed: set TORCH_INDEX to PyTorch's CPU index
+# (https://download.pytorch.org/whl/cpu), or give pip a find-links folder that holds the
+# wheel. Everything else is pinned by the lock (exported as constraints: the CPU build
+# needs none of the CUDA packages, so pip installs none).
 TORCH_INDEX ?=
-$(TORCH_VENV)/.installed: pyproject.toml
-	@[ -n "$(TORCH_PYTHON)" ] || { echo "make: no working python3.11; set TORCH_PYTHON=" >&2; exit 1; }
-	$(TORCH_BIN)/python -m pip --version >/dev/null 2>&1 || $(TORCH_PYTHON) -m venv --clear $(TORCH_VENV)
-	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
+$(TORCH_VENV)/.installed: uv.lock pyproject.toml | $(UV_BOOTSTRAP)
+	$(UV) venv --quiet --allow-existing --seed --python 3.11 $(TORCH_VENV)
+	$(UV) export --locked --extra torch-test --no-dev --no-emit-project --no-hashes --quiet \
+		-o $(TORCH_VENV)/constraints.txt
 	$(TORCH_BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
-		--editable ".[torch-test]"
+		--constraint $(TORCH_VENV)/constraints.txt --editable ".[torch-test]"
 	touch $@
 
-# requirements/dev.txt: the `dev` group with the convert and bench extras, hash-pinned for
-# every platform, by a pinned uv in a venv of its own.
-lock: ## regenerate requirements/dev.txt from pyproject.toml
-	$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -qF '$(UV_VERSION)' \
-		|| { $(PYTHON) -m venv --clear $(LOCK_VENV) \
-		&& $(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
-	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra convert --extra bench --group dev \
-		--constraint requirements/constraints.txt \
-		--universal --python-version 3.11 --generate-hashes --quiet \
-		--custom-compile-command "make lock" -o requirements/dev.txt
+# uv.lock: every extra and group of pyproject.toml, for every platform; the image's
+# requirements/serve.txt is exported from it.
+lock: | $(UV_BOOTSTRAP) ## regenerate uv.lock and requirements/serve.txt from pyproject.toml
+	$(UV) lock --quiet
+	$(UV) export --locked --extra serve --no-dev --no-emit-project --quiet -o requirements/serve.txt
 
 data: $(DATA_DIR)/train
 

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import RESULTS, SCRATCH, publish
+from lambda_function.config import SERVED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "artifacts" / "model" / "model.int8.onnx"
+DEFAULT_MODEL = REPO / SERVED_MODEL
 BUCKET = "bench-catalogue"
 LAMBDA_MB_PER_VCPU = 1769
 

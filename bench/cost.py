@@ -42,12 +42,11 @@ PRICES = {
 }
 REQUEST_PRICE = 0.20 / 1_000_000
 PRICES_AS_OF = "2026-12-01"
-FALLBACK_MODEL = Path("artifacts/model/model.int8.onnx")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="default: the served model")
+    parser.add_argument("--model", type=Path, default=SERVED_MODEL)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "")))
     parser.add_argument("--photos", type=int, default=24, help="test photos per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the photos")
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "--results", type=Path, default=RESULTS, help="where the dated markdown goes"
     )
     args = parser.parse_args(argv)
-    model = args.model or (SERVED_MODEL if SERVED_MODEL.is_file() else FALLBACK_MODEL)
+    model = args.model
     photos = test_photos(args.data_dir, args.photos)
     measured = measure(model, photos, args.repeats)
     report: dict[str, Any] = {

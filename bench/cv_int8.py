@@ -1,11 +1,12 @@
 """Does int8 cost accuracy? Cross-validated, on the same folds as ``python -m training cv``.
 
-The int8 model's base is cut out of the converted ``model.int8.onnx`` (everything up to
-the head's first matrix product: the pooled 2048-d features as int8 inference computes
-them). Every photo goes through it once, with the serving preprocessing. Then, per fold,
-the chosen method's head is trained on the fp32 features of the other folds (for the
-fold's cross-fitted epoch count) and predicts the held-out photos twice: from the fp32
-features and from the int8 features. The difference is paired, photo by photo.
+The int8 model's base is cut out of the served ``serve.onnx`` (int8 when it passed its gate;
+``--model`` names another) at the head's first matrix product: the pooled 2048-d features
+as int8 inference computes them. Every photo goes through it once, with the serving
+preprocessing. Then, per fold, the chosen method's head is trained on the fp32 features
+of the other folds (for the fold's cross-fitted epoch count) and predicts the held-out
+photos twice: from the fp32 features and from the int8 features. The difference is
+paired, photo by photo.
 
 The base is frozen and identical in every checkpoint, so the int8 base of any converted
 model stands for the shipped one; its quantisation ranges come from the activations of
@@ -15,7 +16,8 @@ A fine-tuning method changes the base's top blocks in every fold, so no one int8
 stands for it: each fold's whole network is converted and quantised instead
 (:mod:`bench.cv_int8_tuned`, about 15 minutes per fold on 2 cores).
 
-    python -m bench.cv_int8 [--model artifacts/model/model.int8.onnx] [--method flip]
+    python -m bench.cv_int8      # make run's model and CV report (artifacts/cv-ship)
+    python -m bench.cv_int8 --cv-dir artifacts/cv --method today
     python -m bench.cv_int8 --cv-dir artifacts/cv-swa --method ft-block13-swa
 """
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.results import SCRATCH, publish
+from lambda_function.config import SERVED_MODEL
 from training.folds import bootstrap_interval, fold_indices
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +53,13 @@ def base_model(source: Path, target: Path) -> Path:
     import onnx
     from onnx.utils import extract_model
 
-    name = pooled_tensor(onnx.load(str(source)))
+    model = onnx.load(str(source))
+    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        raise ValueError(
+            f"Expected an int8 model (QuantizeLinear nodes). Received: {source}, fp32 "
+            "(convert serves fp32 when int8 failed its gate): pass --model an int8 model"
+        )
+    name = pooled_tensor(model)
     extract_model(str(source), str(target), ["input"], [name])
     return target
 
@@ -79,8 +88,8 @@ def features(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cv_int8", description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model/model.int8.onnx"))
-    parser.add_argument("--cv-dir", type=Path, default=Path("artifacts/cv"))
+    parser.add_argument("--model", type=Path, default=SERVED_MODEL)
+    parser.add_argument("--cv-dir", type=Path, default=Path("artifacts/cv-ship"))
     parser.add_argument("--method", default=None, help="default: the report's chosen method")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "")))
     parser.add_argument("--cache-dir", type=Path, default=Path("artifacts/cache"))

@@ -9,7 +9,7 @@ transparency, RGBA, progressive 4:4:4 JPEG, baseline JPEG), and a full batch of 
 so the decode gate sizes itself as it would there (the CPU share is *not* emulated: times
 are this machine's). Figures: ``docs/results/memory-DATE.md`` (and JSON in artifacts/bench).
 
-    python -m bench.memory [--model artifacts/model/model.int8.onnx] [--memory-mb 1024]
+    python -m bench.memory [--model artifacts/model/serve.onnx] [--memory-mb 1024]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from bench.results import RESULTS, SCRATCH, publish
+from lambda_function.config import SERVED_MODEL
 
 SIZE = (7300, 5470)  # 39.9 MP: just under the 40 MP cap
 CASES = ("16-bit grey PNG", "CMYK JPEG", "palette PNG, transparent", "RGBA PNG",
@@ -139,7 +140,7 @@ def measure(files: list[Path], model: Path, memory_mb: int) -> dict[str, object]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model/model.int8.onnx"))
+    parser.add_argument("--model", type=Path, default=SERVED_MODEL)
     parser.add_argument("--memory-mb", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--results", type=Path, default=RESULTS)

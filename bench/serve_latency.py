@@ -11,11 +11,10 @@ fetch, decode, resize, infer -> the JSON response), plus each stage on its own.
 ``ORT_INTRA_OP_THREADS=1`` is what a 1,769 MB Lambda gets (one vCPU).
 
 The model is the one the function would load from the repository: ``make run``'s
-``artifacts/model/model.int8.onnx``, else ``model.onnx`` (``--model`` picks another).
-Without either, a stand-in of the same shape is built: Keras Xception at 299
-(``XCEPTION_WEIGHTS``) + pooling + a 10-way dense layer, converted by
-``convert.to_onnx``; latency does not depend on what the weights learned, and the JSON
-says which model was measured.
+``artifacts/model/serve.onnx`` (``--model`` picks another). Without it, a stand-in of the
+same shape is built: Keras Xception at 299 (``XCEPTION_WEIGHTS``) + pooling + a 10-way
+dense layer, converted by ``convert.to_onnx``; latency does not depend on what the weights
+learned, and the JSON says which model was measured.
 """
 
 from __future__ import annotations
@@ -35,14 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import RESULTS, publish
+from lambda_function.config import SERVED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "artifacts" / "bench"
-MODEL_DIR = REPO / "artifacts" / "model"
-DEFAULT_MODEL = next(
-    (path for path in (MODEL_DIR / "model.int8.onnx", MODEL_DIR / "model.onnx") if path.is_file()),
-    MODEL_DIR / "model.onnx",
-)
+DEFAULT_MODEL = REPO / SERVED_MODEL
 STAND_IN = OUT / "xception299-standin.onnx"
 SERVE_EXTRA = "serve"
 

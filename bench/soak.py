@@ -16,7 +16,8 @@
    parallel clients; latency p50/p99 and peak memory (``VmHWM``).
 
 ``--model tiny`` (default) is the 32 px test model of ``tests/lambda_testing.py``, so
-the run measures the service around the model; ``real`` is ``artifacts/model/model.onnx``.
+the run measures the service around the model; ``real`` is the served model,
+``artifacts/model/serve.onnx``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import RESULTS, publish
+from lambda_function.config import SERVED_MODEL
 from tests import images
 from tests.lambda_testing import (
     FakeContext,
@@ -56,7 +58,7 @@ from tests.lambda_testing import (
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "artifacts" / "bench"
-REAL_MODEL = REPO / "artifacts" / "model" / "model.onnx"
+REAL_MODEL = REPO / SERVED_MODEL
 MAX_RSS_GROWTH = 0.10
 
 

@@ -64,3 +64,27 @@ def test_a_method_the_report_did_not_run_is_refused(
         cv_int8.main(["--cv-dir", str(tmp_path), "--method", "ft-block13-swa"])
     assert exit_.value.code == 2
     assert "Received: 'ft-block13-swa'" in capsys.readouterr().err
+
+
+def test_by_default_it_reads_the_cv_report_make_run_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import cv_int8
+
+    report = tmp_path / "artifacts" / "cv-ship" / "cv.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"methods": [{"method": "today"}]}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cv_int8.main(["--method", "ft-block13-swa"])
+    assert exit_.value.code == 2
+    assert "CV report in artifacts/cv-ship ran" in capsys.readouterr().err
+
+
+def test_an_fp32_model_is_refused_as_the_int8_base(tmp_path: Path) -> None:
+    from bench import cv_int8
+    from tests.lambda_testing import build_model
+
+    fp32 = build_model(tmp_path / "serve.onnx")
+    with pytest.raises(ValueError, match=r"Expected an int8 model .* Received: .*serve.onnx, fp32"):
+        cv_int8.base_model(fp32, tmp_path / "base.onnx")

@@ -152,7 +152,7 @@ CONTEXT_IN = [
 ]
 CONTEXT_OUT = [
     "pyproject.toml",
-    "requirements/dev.txt",
+    "uv.lock",
     "training/train.py",
     "convert/pipeline.py",
     "tests/conftest.py",

@@ -35,6 +35,9 @@ class Checkpoint:
     # Calibration fitted by `python -m training cv` (the run's "calibration"); none: 1.0, None.
     temperature: float = 1.0
     confidence_threshold: float | None = None
+    # The catalogue's Gaussians (training.catalogue) and the distance cut, if the run has them.
+    catalogue: Path | None = None
+    catalogue_cut: float | None = None
 
     def loaded(self, image_size: int) -> LoadedCheckpoint:
         """This checkpoint once its model is loaded and its input size known."""
@@ -48,6 +51,8 @@ class Checkpoint:
             manifest=self.manifest,
             temperature=self.temperature,
             confidence_threshold=self.confidence_threshold,
+            catalogue=self.catalogue,
+            catalogue_cut=self.catalogue_cut,
         )
 
 
@@ -147,12 +152,13 @@ def _checkpoint_of_run(
         sha256=sha256_file(path),
         run=str(name) if name is not None else None,
         manifest=manifest_path,
-        **_calibration(run.get("calibration"), where),
+        **_calibration(run.get("calibration"), where, manifest_path.parent),
     )
 
 
-def _calibration(record: Any, where: str) -> dict[str, Any]:
-    """The run's ``calibration`` (temperature, confidence threshold), checked; {} if none."""
+def _calibration(record: Any, where: str, folder: Path) -> dict[str, Any]:
+    """The run's ``calibration`` (temperature, confidence threshold, catalogue), checked;
+    {} if none."""
     if record is None:
         return {}
     temperature = record.get("temperature", 1.0) if isinstance(record, dict) else None
@@ -169,7 +175,25 @@ def _calibration(record: Any, where: str) -> dict[str, Any]:
     return {
         "temperature": float(temperature),
         "confidence_threshold": None if threshold is None else float(threshold),
+        **_catalogue(record.get("catalogue"), where, folder),
     }
+
+
+def _catalogue(record: Any, where: str, folder: Path) -> dict[str, Any]:
+    """The calibration's ``catalogue`` (``file`` beside the manifest, ``cut``); {} if none."""
+    if record is None:
+        return {}
+    name = record.get("file") if isinstance(record, dict) else None
+    cut = record.get("cut") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not _number(cut) or not 0 < cut < float("inf"):
+        raise ConvertError(
+            f"{where}: expected 'catalogue' as {{'file': name, 'cut': number > 0}}. "
+            f"Received: {record!r}"
+        )
+    path = folder / name
+    if not path.is_file():
+        raise ConvertError(f"{where}: its catalogue {path} does not exist")
+    return {"catalogue": path, "catalogue_cut": float(cut)}
 
 
 def _number(value: Any) -> bool:

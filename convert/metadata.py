@@ -12,6 +12,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from convert.catalogue import OUTPUT as CATALOGUE_OUTPUT
 from convert.checkpoint import LoadedCheckpoint
 from lambda_function.model_metadata import ModelMetadata
 
@@ -50,6 +51,8 @@ def make_metadata(
         versions=library_versions(opset, libraries),
         temperature=checkpoint.temperature,
         confidence_threshold=checkpoint.confidence_threshold,
+        catalogue_output=CATALOGUE_OUTPUT if checkpoint.catalogue else "",
+        catalogue_cut=checkpoint.catalogue_cut if checkpoint.catalogue else None,
     )
 
 

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convert.catalogue import add_distance
 from convert.checkpoint import LoadedCheckpoint, find_checkpoint
 from convert.errors import ConvertError, VerificationError
 from convert.evaluate import POOLED, Scores, compare_to, load_eval_sets, score
@@ -171,6 +172,10 @@ def _convert(source: Source, opset: int) -> onnx.ModelProto:
     """
     checkpoint = source.checkpoint
     proto = source.export(opset)
+    if checkpoint.catalogue is not None:
+        from training.catalogue import Catalogue
+
+        add_distance(proto, Catalogue.load(checkpoint.catalogue))
     try:
         metadata = make_metadata(checkpoint, file_opset(proto), libraries=source.libraries)
     except ModelMetadataError as exc:

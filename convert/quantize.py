@@ -77,6 +77,7 @@ def quantize_int8(
             str(prepared),
             str(target),
             _CalibrationReader(calibration, image_size),
+            nodes_to_exclude=_float_nodes(prepared),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -87,6 +88,16 @@ def quantize_int8(
             extra_options={"CalibMovingAverage": average_ranges},
         )
     copy_metadata(source, target)
+
+
+def _float_nodes(path: Path) -> list[str]:
+    """Nodes that stay in float: the catalogue distance's (its squared sums need the range)."""
+    import onnx
+
+    from convert.catalogue import PREFIX
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.name.startswith(PREFIX)]
 
 
 def int8_accepted(fp32_accuracy: float, int8_accuracy: float) -> bool:

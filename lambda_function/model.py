@@ -56,21 +56,39 @@ class Classifier:
 
         ``softmax(logits / temperature)``: the model's calibration (1.0 if it has none).
         """
-        (logits,) = self.session.run([self.metadata.output], {self.input_name: batch})
-        return softmax(np.asarray(logits, dtype=np.float64), self.metadata.temperature)
+        return self.predict_with_distances(batch)[0]
+
+    def predict_with_distances(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict`, and each photo's distance to the catalogue (``None`` if the model
+        has no such output)."""
+        names = [self.metadata.output]
+        if self.metadata.catalogue_output:
+            names.append(self.metadata.catalogue_output)
+        outputs = self.session.run(names, {self.input_name: batch})
+        logits = np.asarray(outputs[0], dtype=np.float64)
+        probabilities = softmax(logits, self.metadata.temperature)
+        if len(outputs) == 1:
+            return probabilities, None
+        return probabilities, np.asarray(outputs[1], dtype=np.float64).reshape(-1)
 
     def warm_up(self) -> None:
         """One inference on a blank image, so the first request does not pay for it."""
         size = self.metadata.image_size
         self.predict(np.zeros((1, size, size, 3), dtype=np.float32))
 
-    def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
-        """One image's answer in the API contract's shape."""
+    def describe(self, probabilities: np.ndarray, distance: float | None = None) -> dict[str, Any]:
+        """One image's answer in the API contract's shape.
+
+        ``out_of_catalogue``: the photo is far from every label's training photos (its
+        ``distance`` beyond the model's cut), so probably none of them; never ``confident``.
+        """
         labels = self.metadata.labels
         best = int(np.argmax(probabilities))
         scores = zip(labels, probabilities.tolist(), strict=True)
         ranked = np.argsort(-probabilities, kind="stable")[:TOP_K]
         threshold = self.metadata.confidence_threshold
+        cut = self.metadata.catalogue_cut
+        outside = cut is not None and distance is not None and not distance <= cut
         return {
             "category": labels[best],
             "probability": round(float(probabilities[best]), 6),
@@ -79,7 +97,10 @@ class Classifier:
                 {"category": labels[i], "probability": round(float(probabilities[i]), 6)}
                 for i in ranked
             ],
-            "confident": threshold is not None and bool(probabilities[best] >= threshold),
+            "confident": threshold is not None
+            and bool(probabilities[best] >= threshold)
+            and not outside,
+            "out_of_catalogue": bool(outside),
             "model": {
                 "version": self.metadata.version or "unknown",
                 "image_size": self.metadata.image_size,

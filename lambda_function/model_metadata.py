@@ -43,6 +43,11 @@ class ModelMetadata:
     # defaults (no scaling, never `confident`) keep models converted before it loading.
     temperature: float = 1.0  # probabilities are softmax(logits / temperature)
     confidence_threshold: float | None = None  # top probability at which `confident`
+    # Out of catalogue: an output of each photo's distance to the training photos' classes
+    # (pooled features, Mahalanobis), and the distance above which the photo is probably
+    # none of the labels; fitted out of fold by `python -m training cv`. "" / None: none.
+    catalogue_output: str = ""
+    catalogue_cut: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
@@ -62,6 +67,19 @@ class ModelMetadata:
             raise ModelMetadataError(
                 "Expected a confidence threshold in [0, 1] (or none). "
                 f"Received: confidence_threshold={threshold!r}"
+            )
+        if bool(self.catalogue_output) != (self.catalogue_cut is not None) or not (
+            self.catalogue_cut is None
+            or (math.isfinite(self.catalogue_cut) and self.catalogue_cut > 0)
+        ):
+            raise ModelMetadataError(
+                "Expected both a catalogue output and a finite cut > 0, or neither. Received: "
+                f"catalogue_output={self.catalogue_output!r}, catalogue_cut={self.catalogue_cut!r}"
+            )
+        if self.catalogue_output == self.output:
+            raise ModelMetadataError(
+                f"Expected the catalogue output to differ from the logits {self.output!r}. "
+                f"Received: catalogue_output={self.catalogue_output!r}"
             )
         expected = {
             "layout": LAYOUT,
@@ -99,6 +117,8 @@ class ModelMetadata:
             "confidence_threshold": (
                 "" if self.confidence_threshold is None else repr(self.confidence_threshold)
             ),
+            "catalogue_output": self.catalogue_output,
+            "catalogue_cut": "" if self.catalogue_cut is None else repr(self.catalogue_cut),
         }
 
     @classmethod
@@ -122,6 +142,8 @@ class ModelMetadata:
             temperature = float(props.get("temperature") or 1.0)
             threshold = props.get("confidence_threshold")
             confidence_threshold = float(threshold) if threshold else None
+            cut = props.get("catalogue_cut")
+            catalogue_cut = float(cut) if cut else None
         except ValueError as exc:
             raise ModelMetadataError(f"Malformed ONNX metadata: {exc}") from exc
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
@@ -141,4 +163,6 @@ class ModelMetadata:
             output=props["output"],
             temperature=temperature,
             confidence_threshold=confidence_threshold,
+            catalogue_output=props.get("catalogue_output", ""),
+            catalogue_cut=catalogue_cut,
         )

@@ -77,21 +77,31 @@ class Service:
         items = self._items(request.items, deadline)
         inputs = [item.input for item in items if item.input is not None]
         started = time.monotonic()
-        probabilities = iter(self.classifier.predict(np.concatenate(inputs)) if inputs else [])
+        answers = iter(self._describe_all(np.concatenate(inputs)) if inputs else [])
         inference_ms = _elapsed_ms(started) if inputs else 0.0
         if not request.batch:
             (item,) = items
             if item.error is not None:
                 return Answer(items, error=item.error)
-            payload = self.classifier.describe(next(probabilities))
+            payload = next(answers)
             return Answer(items, payload=payload, inference_ms=inference_ms)
         results = []
         for source, item in zip(request.items, items, strict=True):
             if item.error is not None:
                 results.append({"url": source.url, **_item_error(item.error)})
             else:
-                results.append({"url": source.url, **self.classifier.describe(next(probabilities))})
+                results.append({"url": source.url, **next(answers)})
         return Answer(items, payload={"results": results}, inference_ms=inference_ms)
+
+    def _describe_all(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """One inference over ``batch``: each photo's answer."""
+        probabilities, distances = self.classifier.predict_with_distances(batch)
+        if distances is None:
+            return [self.classifier.describe(p) for p in probabilities]
+        return [
+            self.classifier.describe(p, float(d))
+            for p, d in zip(probabilities, distances, strict=True)
+        ]
 
     def _items(self, items: tuple[Item, ...], deadline: float) -> tuple[ItemResult, ...]:
         lookups = LookupShare()  # one request cannot hold every pending name lookup

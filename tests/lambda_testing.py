@@ -119,7 +119,9 @@ def body_of(response: dict[str, Any]) -> dict[str, Any]:
 def assert_prediction(answer: dict[str, Any], labels: tuple[str, ...], image_size: int) -> None:
     """``answer`` has the documented shape: best category, softmax scores over every label,
     the three most probable categories and the ``confident`` flag."""
-    assert set(answer) >= {"category", "probability", "scores", "top3", "confident", "model"}
+    assert set(answer) >= {
+        "category", "probability", "scores", "top3", "confident", "out_of_catalogue", "model"
+    }
     assert list(answer["scores"]) == list(labels)
     assert answer["category"] in labels
     assert answer["probability"] == max(answer["scores"].values())
@@ -129,6 +131,8 @@ def assert_prediction(answer: dict[str, Any], labels: tuple[str, ...], image_siz
     ranked = sorted(answer["scores"].items(), key=lambda kv: -kv[1])[:3]
     assert [(t["category"], t["probability"]) for t in answer["top3"]] == ranked
     assert isinstance(answer["confident"], bool)
+    assert isinstance(answer["out_of_catalogue"], bool)
+    assert not (answer["confident"] and answer["out_of_catalogue"])
     assert answer["model"]["image_size"] == image_size
     assert isinstance(answer["model"]["version"], str) and answer["model"]["version"]
 

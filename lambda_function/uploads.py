@@ -56,6 +56,9 @@ logger = logging.getLogger("lambda_function")
 IO_WORKERS = 16
 """Parallel S3 reads and table writes per invocation (I/O bound: threads are enough)."""
 
+CLASSIFY_MARGIN_S = 0.5
+"""Kept from a chunk's reads for its decoding, beyond the pace measured so far."""
+
 _iso = iso_time  # the listing's LastModified as ISO 8601 (kept for callers of the old name)
 
 
@@ -250,7 +253,9 @@ def _classify_chunk(
             raise TransientError(f"{photo.describe()}: not read before the invocation's deadline")
         return read_version(photo, max_bytes, s3)
 
-    reads = _bounded(pool, read, chunk, deadline.left(), "S3 did not answer")
+    # Reads wait no longer than leaves the chunk's decoding and inference their time.
+    read_for = deadline.left() - deadline.seconds_per_photo * len(chunk) - CLASSIFY_MARGIN_S
+    reads = _bounded(pool, read, chunk, read_for, "S3 did not answer")
     outcomes: list[Outcome] = []
     transient: list[str] = []
     readable: list[tuple[Photo, bytes]] = []

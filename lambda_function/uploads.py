@@ -34,9 +34,17 @@ from lambda_function import observe
 from lambda_function.decode_limits import function_memory_mb
 from lambda_function.events import Item, Request
 from lambda_function.failures import PermanentError, TransientError
-from lambda_function.photos import Photo, read_version
+from lambda_function.photos import Photo, read_version, s3_client
 from lambda_function.process import get_service, load_at_init
-from lambda_function.results import Outcome, Stamp, already_done, limits_of, put, table_name
+from lambda_function.results import (
+    Outcome,
+    Stamp,
+    already_done,
+    dynamodb_client,
+    limits_of,
+    put,
+    table_name,
+)
 from lambda_function.service import Service
 from lambda_function.upload_limits import Deadline, MemoryBudget, chunks
 from lambda_function.upload_records import (
@@ -205,6 +213,8 @@ def run(
     budget = MemoryBudget.of(memory_mb, config.max_pixels)
     if memory_mb is not None:
         budget.check_one_fits(config.max_image_bytes, metadata.image_size, memory_mb)
+    # The clients are built here, once, not by 16 reading threads racing against the deadline.
+    s3, dynamodb = s3 or s3_client(), dynamodb or dynamodb_client()
     deadline = Deadline.of(remaining_s, config.reserve_s, metadata.image_size, memory_mb)
     unique = list(dict.fromkeys(parsed.photos))
     report = Report(stamp.version, skipped=list(parsed.skipped), photos=len(unique))

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", default="8,32,64,128", help="photos per invocation")
     parser.add_argument("--memory-mb", default="1024,3008", help="MemorySize values")
     parser.add_argument("--before", default="", help="git ref whose upload code to compare")
+    parser.add_argument(
+        "--before-photos", default="8,32", help="batch sizes to run --before's code at"
+    )
     parser.add_argument("--remaining-s", type=float, default=12.0)
     parser.add_argument("--slow-photos", type=int, default=32)
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["memory"].append({"code": "now", "memory_mb": memory_mb, "photos": n,
                                          **figures})  # fmt: skip
                 print("memory", memory_mb, n, figures, flush=True)
-                if before is not None and memory_mb == memories[0]:
+                compared = [int(b) for b in args.before_photos.split(",")]
+                if before is not None and memory_mb == memories[0] and n in compared:
                     figures = run_case(args, keys[:n], memory_mb, 600.0, f"b{n}", before)
                     report["memory"].append({"code": args.before, "memory_mb": memory_mb,
                                              "photos": n, **figures})  # fmt: skip

@@ -31,10 +31,11 @@ from lambda_function.decode_limits import (
 from lambda_function.failures import TransientError
 from lambda_function.photos import Photo
 
-ACTIVATION_BYTES_PER_INPUT_PIXEL = 160
-"""Resident memory per model-input pixel of one photo in an inference batch (input and
-activations): measured ~13.4 MB a photo at 299 px (~150 B/px, issue 22: +427 MB for 32
-photos, +3 GB for 224), rounded up. bench/upload_bounds.py checks it."""
+ACTIVATION_BYTES_PER_INPUT_PIXEL = 768
+"""Resident memory per model-input pixel of one photo in an inference batch (its input,
+the network's activations, onnxruntime's arena, which grows by doubling): the fp32 Xception
+at 299 px peaked 310 MB above the loaded process for 8 photos and 965 MB for 14
+(bench/upload_bounds.py), so ~69 MB a photo (768 B/px) keeps a chunk of 9 within 1,024 MB."""
 
 MAX_CHUNK = 64
 """Photos per inference at most, whatever the memory: beyond this batching gains nothing."""
@@ -45,6 +46,9 @@ UNKNOWN_MEMORY_CHUNK = 16
 SECONDS_PER_PHOTO_AT_299 = 0.5
 """Prior for one photo's decode and inference on one full vCPU (Xception-299: ~17 GFLOP),
 until the invocation's first chunk has measured its own."""
+
+READ_ALLOWANCE_S = 1.0
+"""Time a chunk leaves its reads when it is cut to the photos the pace says still fit."""
 
 WRITE_MARGIN_S = 1.0
 """Kept after the last write for the summary line and the answer to Lambda."""
@@ -134,8 +138,9 @@ class Deadline:
         return max(0.0, self.writes_end - time.monotonic())
 
     def photos_that_fit(self) -> int:
-        """Photos whose decode and inference can still end before the deadline."""
-        return int(self.left() / self.seconds_per_photo) if self.seconds_per_photo > 0 else 0
+        """Photos whose read, decode and inference can still end before the deadline."""
+        usable = self.left() - READ_ALLOWANCE_S
+        return max(0, int(usable / self.seconds_per_photo)) if self.seconds_per_photo > 0 else 0
 
     def measured(self, photos: int, seconds: float) -> None:
         """Learn the pace from a chunk that took ``seconds`` for ``photos``."""

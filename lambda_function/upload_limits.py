@@ -11,9 +11,12 @@ byte cap) while the chunk decodes, then its model input and the network's activa
 memory cannot hold a single photo at the byte cap refuses the event (retryably, so it waits
 in the queue until MemorySize or ``MAX_IMAGE_BYTES`` is fixed).
 
-**Time.** :class:`Deadline` is the invocation's deadline less a reserve: no read, chunk or
-write starts after it, waits on S3 end at it, and whatever did not finish is raised as
-transient after the finished rows are written, before Lambda's own timeout.
+**Time.** :class:`Deadline` is the invocation's deadline less a reserve. The pace (seconds
+to decode and classify a photo: a prior for the first chunk, then measured) decides how many
+photos a chunk may still take, how long its reads are waited for (no later than leaves the
+photos that arrived their inference), and how many of those are classified. Whatever did not
+finish is raised as transient after the finished rows are written; writes may use the
+reserve, down to :data:`WRITE_MARGIN_S` before Lambda's own timeout.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from lambda_function.decode_limits import (
 from lambda_function.failures import TransientError
 from lambda_function.photos import Photo
 
-ACTIVATION_BYTES_PER_INPUT_PIXEL = 768
+ACTIVATION_BYTES_PER_INPUT_PIXEL = 1024
 """Resident memory per model-input pixel of one photo in an inference batch (its input,
-the network's activations, onnxruntime's arena, which grows by doubling): the fp32 Xception
-at 299 px peaked 310 MB above the loaded process for 8 photos and 965 MB for 14
-(bench/upload_bounds.py), so ~69 MB a photo (768 B/px) keeps a chunk of 9 within 1,024 MB."""
+the network's activations, onnxruntime's arena, which grows by doubling, so the cost per
+photo rises with the batch): the fp32 Xception at 299 px peaked 310 MB above the loaded
+process for 8 photos, 660 MB for 9 in a longer run, 1.39 GB for 32 and 2.86 GB for 39
+(bench/upload_bounds.py), up to ~73 MB a photo; 1,024 B/px (~92 MB) keeps chunks of 7 at
+1,024 MB and 29 at 3,008 MB, sizes measured to fit."""
 
 MAX_CHUNK = 64
 """Photos per inference at most, whatever the memory: beyond this batching gains nothing."""
@@ -46,6 +51,9 @@ UNKNOWN_MEMORY_CHUNK = 16
 SECONDS_PER_PHOTO_AT_299 = 0.5
 """Prior for one photo's decode and inference on one full vCPU (Xception-299: ~17 GFLOP),
 until the invocation's first chunk has measured its own."""
+
+CLASSIFY_MARGIN_S = 0.5
+"""Kept beyond the pace for a chunk's decoding and inference (the pace is an estimate)."""
 
 READ_ALLOWANCE_S = 1.0
 """Time a chunk leaves its reads when it is cut to the photos the pace says still fit."""
@@ -137,12 +145,18 @@ class Deadline:
     def write_left(self) -> float:
         return max(0.0, self.writes_end - time.monotonic())
 
-    def photos_that_fit(self) -> int:
-        """Photos whose read, decode and inference can still end before the deadline."""
-        usable = self.left() - READ_ALLOWANCE_S
-        return max(0, int(usable / self.seconds_per_photo)) if self.seconds_per_photo > 0 else 0
+    def photos_that_fit(self, reads_pending: bool = True) -> int:
+        """Photos whose decode and inference (and, while ``reads_pending``, a read) can still
+        end before the deadline."""
+        usable = self.left() - CLASSIFY_MARGIN_S - (READ_ALLOWANCE_S if reads_pending else 0)
+        return max(0, int(usable / self.seconds_per_photo))
+
+    def read_wait(self, arrived: int) -> float:
+        """How long reads may still be waited for, once ``arrived`` photos are in: the time
+        left less their decoding and inference (at least one photo's)."""
+        return self.left() - self.seconds_per_photo * max(1, arrived) - 2 * CLASSIFY_MARGIN_S
 
     def measured(self, photos: int, seconds: float) -> None:
-        """Learn the pace from a chunk that took ``seconds`` for ``photos``."""
+        """Learn the pace from ``photos`` decoded and classified in ``seconds``."""
         if photos:
             self.seconds_per_photo = max(seconds / photos, 1e-4)

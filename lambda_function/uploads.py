@@ -26,7 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +63,6 @@ logger = logging.getLogger("lambda_function")
 
 IO_WORKERS = 16
 """Parallel S3 reads and table writes per invocation (I/O bound: threads are enough)."""
-
-CLASSIFY_MARGIN_S = 0.5
-"""Kept from a chunk's reads for its decoding, beyond the pace measured so far."""
 
 _iso = iso_time  # the listing's LastModified as ISO 8601 (kept for callers of the old name)
 
@@ -231,10 +228,8 @@ def run(
                 chunk = chunk[:fit]
             if not chunk:
                 break
-            started = time.monotonic()
             outcomes, transient = _classify_chunk(chunk, service, deadline, pool, s3)
             outcomes = _nameable(outcomes, report)
-            deadline.measured(len(chunk), time.monotonic() - started)
             report.transient += transient
             report.stored += _store(outcomes, stamp, table, dynamodb, pool, deadline, report)
         for rest in left:
@@ -263,9 +258,7 @@ def _classify_chunk(
             raise TransientError(f"{photo.describe()}: not read before the invocation's deadline")
         return read_version(photo, max_bytes, s3)
 
-    # Reads wait no longer than leaves the chunk's decoding and inference their time.
-    read_for = deadline.left() - deadline.seconds_per_photo * len(chunk) - CLASSIFY_MARGIN_S
-    reads = _bounded(pool, read, chunk, read_for, "S3 did not answer")
+    reads = _read_all(pool, read, chunk, deadline)
     outcomes: list[Outcome] = []
     transient: list[str] = []
     readable: list[tuple[Photo, bytes]] = []
@@ -276,8 +269,41 @@ def _classify_chunk(
             transient.append(f"{photo.describe()}: {data}")
         else:
             readable.append(data)
-    classified, failed = classify(readable, service, deadline)
+    fit = deadline.photos_that_fit(reads_pending=False)
+    transient += [
+        f"{photo.describe()}: not classified before the invocation's deadline"
+        for photo, _ in readable[fit:]
+    ]
+    started = time.monotonic()
+    classified, failed = classify(readable[:fit], service, deadline)
+    deadline.measured(min(fit, len(readable)), time.monotonic() - started)
     return outcomes + classified, transient + failed
+
+
+def _read_all(
+    pool: ThreadPoolExecutor,
+    read: Callable[[Photo], tuple[Photo, bytes]],
+    chunk: list[Photo],
+    deadline: Deadline,
+) -> list[Any]:
+    """The chunk's reads, waited for while the photos already in still leave time for their
+    inference (:meth:`Deadline.read_wait`); a read not done by then is a TransientError (its
+    thread is abandoned, never waited for)."""
+    futures = [pool.submit(_guarded, read, photo) for photo in chunk]
+    pending: set[Future[Any]] = set(futures)
+    while pending:
+        budget = deadline.read_wait(len(futures) - len(pending))
+        if budget <= 0:
+            break
+        _, pending = wait(pending, timeout=budget, return_when=FIRST_COMPLETED)
+    answers = []
+    for future in futures:
+        if future in pending:
+            future.cancel()
+            answers.append(TransientError("S3 did not answer before the invocation's deadline"))
+        else:
+            answers.append(future.result())
+    return answers
 
 
 def _nameable(outcomes: list[Outcome], report: Report) -> list[Outcome]:
@@ -353,6 +379,14 @@ def classify(
     return outcomes, transient
 
 
+def _guarded(function: Callable[[Any], Any], item: Any) -> Any:
+    """``function(item)``, or the Permanent/TransientError it raised."""
+    try:
+        return function(item)
+    except (PermanentError, TransientError) as exc:
+        return exc
+
+
 def _bounded(
     pool: ThreadPoolExecutor,
     function: Callable[[Any], Any],
@@ -363,14 +397,7 @@ def _bounded(
     """``function`` over ``items`` in ``pool``, waiting at most ``timeout_s``: each item's
     result, its Permanent/TransientError, or a TransientError for one not done in time (its
     thread is abandoned, never waited for)."""
-
-    def guarded(item: Any) -> Any:
-        try:
-            return function(item)
-        except (PermanentError, TransientError) as exc:
-            return exc
-
-    futures: list[Future[Any]] = [pool.submit(guarded, item) for item in items]
+    futures: list[Future[Any]] = [pool.submit(_guarded, function, item) for item in items]
     finished, _ = wait(futures, timeout=max(0.0, timeout_s))
     answers = []
     for future in futures:

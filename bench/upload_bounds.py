@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "--before-photos", default="8,32", help="batch sizes to run --before's code at"
     )
     parser.add_argument("--remaining-s", type=float, default=12.0)
-    parser.add_argument("--slow-photos", type=int, default=32)
+    parser.add_argument("--slow-photos", type=int, default=32, help="0: no slow-S3 cases")
+    parser.add_argument("--name", default="upload-bounds", help="results file name")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--scratch", type=Path, default=SCRATCH)
     args = parser.parse_args(argv)
@@ -115,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                     report["memory"].append({"code": args.before, "memory_mb": memory_mb,
                                              "photos": n, **figures})  # fmt: skip
                     print("before", n, figures, flush=True)
-        for name, delay in slow_cases(args.remaining_s).items():
+        for name, delay in slow_cases(args.remaining_s).items() if args.slow_photos else ():
             figures = slow_case(args, keys[: args.slow_photos], delay, name)
             report["slow"].append({"case": name, **figures})
             print("slow", name, figures, flush=True)
     args.scratch.mkdir(parents=True, exist_ok=True)
-    (args.scratch / "upload_bounds.json").write_text(json.dumps(report, indent=2))
-    path = publish("upload-bounds", "Upload function: memory and time bounds",
+    (args.scratch / f"{args.name.replace('-', '_')}.json").write_text(json.dumps(report, indent=2))
+    path = publish(args.name, "Upload function: memory and time bounds",
                    markdown(report, args), args.results)  # fmt: skip
     print(f"wrote {path}")
     return 0
@@ -258,6 +259,8 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {row['base_mb']:.0f} | {row['peak_mb']:.0f} | {above:.0f} "
             f"| {row['memory_mb'] - row['peak_mb']:.0f} | {row['stored']} | {row['seconds']:.1f} |"
         )
+    if not report["slow"]:
+        return "\n".join(lines)
     lines += [
         "",
         f"## Wall time against a slow S3 (MemorySize 1024, {args.remaining_s:g} s left, "

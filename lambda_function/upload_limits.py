@@ -35,12 +35,11 @@ from lambda_function.failures import TransientError
 from lambda_function.photos import Photo
 
 ACTIVATION_BYTES_PER_INPUT_PIXEL = 1024
-"""Resident memory per model-input pixel of one photo in an inference batch (its input,
-the network's activations, onnxruntime's arena, which grows by doubling, so the cost per
-photo rises with the batch): the fp32 Xception at 299 px peaked 310 MB above the loaded
-process for 8 photos, 660 MB for 9 in a longer run, 1.39 GB for 32 and 2.86 GB for 39
-(bench/upload_bounds.py), up to ~73 MB a photo; 1,024 B/px (~92 MB) keeps chunks of 7 at
-1,024 MB and 29 at 3,008 MB, sizes measured to fit."""
+"""Resident memory per model-input pixel of one photo in an inference batch (its input, the
+activations, onnxruntime's arena, which grows by doubling, so the cost per photo rises with
+the batch): the fp32 Xception at 299 px took up to ~82 MB a photo (a chunk of 29, 2.39 GB
+above the loaded process), the served int8 one ~27 MB (docs/results/upload-bounds-*.md,
+``python -m bench.upload_bounds``); 1,024 B/px (~92 MB at 299 px) covers both."""
 
 MAX_CHUNK = 64
 """Photos per inference at most, whatever the memory: beyond this batching gains nothing."""

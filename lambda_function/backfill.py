@@ -61,7 +61,13 @@ class Options:
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/prefix/`` as (bucket, prefix); the prefix may be empty."""
+    """``s3://bucket/prefix/`` as (bucket, prefix); the prefix may be empty. Control
+    characters are refused: ``urlsplit`` would drop tabs and newlines silently, and another
+    prefix than the one typed would be backfilled."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in uri):
+        raise UsageError(
+            f"Expected s3://bucket/prefix/ without control characters. Received: {uri!r}"
+        )
     parts = urlsplit(uri)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
         raise UsageError(f"Expected s3://bucket/prefix/. Received: {uri!r}")

@@ -100,6 +100,34 @@ def init_failure(exc: BaseException, environ: dict[str, str] | None = None) -> d
     return _document(line, directives, {"InitFailures": 1}, environ)
 
 
+UPLOAD_COUNTS = (
+    ("PhotosClassified", "classified"),
+    ("PhotosFailed", "failed"),
+    ("PhotosUnchanged", "unchanged"),
+    ("PhotosSkipped", "skipped"),
+    ("PhotosTransient", "transient"),
+)
+
+
+def upload_metrics(line: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The upload function's line as an EMF document: its photos by outcome and its duration,
+    by function and by event kind (``s3``, ``backfill``); an invocation that raised counts
+    under ``UploadErrors`` by error type."""
+    values: dict[str, float] = {name: line[field] for name, field in UPLOAD_COUNTS}
+    values |= {"UploadDuration": line["total_ms"], "Invocations": 1}
+    metrics = [_metric(name, COUNT) for name, _ in UPLOAD_COUNTS]
+    metrics += [_metric("UploadDuration", MS), _metric("Invocations", COUNT)]
+    directives = [{"Dimensions": [["Function"], ["Function", "EventKind"]], "Metrics": metrics}]
+    dimensions = {"EventKind": line["event"]}
+    if line.get("error"):
+        directives.append(
+            {"Dimensions": [["Function", "ErrorType"]], "Metrics": [_metric("UploadErrors", COUNT)]}
+        )
+        dimensions["ErrorType"] = line["error"]
+        values["UploadErrors"] = 1
+    return _document({"event": "upload_metrics"}, directives, {**dimensions, **values}, environ)
+
+
 def emit(line: dict[str, Any]) -> None:
     """Print ``line`` as one JSON object (Lambda ships stdout to CloudWatch as it is)."""
     sys.stdout.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")

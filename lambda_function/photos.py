@@ -2,13 +2,16 @@
 
 One ``GetObject`` per photo, no ``HEAD`` first: the byte cap is checked on the answer's
 ``Content-Length`` before the body is read. The request names exactly the version the
-event or listing saw (``VersionId`` when the bucket is versioned, ``If-Match`` on the
-ETag otherwise), so a photo overwritten in the meantime is never classified under the
-old version's name: it answers ``superseded``, and the new upload has its own event.
+event or listing saw (``VersionId`` when the bucket is versioned, and ``If-Match`` on the
+ETag whenever there is one, both together when both are known), so a photo overwritten in
+the meantime, or an event naming one version's ETag and another's ``versionId``, is never
+classified under the wrong name: it answers ``superseded``, and a real upload has its own
+event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +47,12 @@ class Photo:
 
 def read_photo(photo: Photo, max_bytes: int, client: Any = None) -> bytes:
     """The photo's bytes; :class:`PermanentError` or :class:`TransientError` otherwise."""
+    return read_version(photo, max_bytes, client)[1]
+
+
+def read_version(photo: Photo, max_bytes: int, client: Any = None) -> tuple[Photo, bytes]:
+    """The photo (its ETag filled in from S3's answer when the record had none) and its bytes;
+    :class:`PermanentError` or :class:`TransientError` otherwise."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if photo.size is not None and photo.size > max_bytes:
@@ -51,7 +60,7 @@ def read_photo(photo: Photo, max_bytes: int, client: Any = None) -> bytes:
     params = {"Bucket": photo.bucket, "Key": photo.key}
     if photo.version_id:
         params["VersionId"] = photo.version_id
-    elif photo.etag:
+    if photo.etag:
         params["IfMatch"] = f'"{photo.etag}"'
     try:
         answer = (client or s3_client()).get_object(**params)
@@ -68,7 +77,9 @@ def read_photo(photo: Photo, max_bytes: int, client: Any = None) -> bytes:
         raise TransientError(
             f"Expected {length:,} bytes of {photo.describe()}. Received: {len(data):,}."
         )
-    return data
+    if not photo.etag:
+        photo = dataclasses.replace(photo, etag=str(answer.get("ETag", "")).strip('"'))
+    return photo, data
 
 
 def _too_large(photo: Photo, size: int, max_bytes: int) -> PermanentError:

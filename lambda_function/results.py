@@ -2,11 +2,16 @@
 
 Key: ``photo`` (``s3://bucket/key``, partition) + ``etag`` (sort). A re-upload of the
 same key with new bytes has a new ETag, so it gets a new row beside the old one; the
-same bytes uploaded again are the same row. The write is conditional: it happens only
-when there is no row yet, or the row came from another model version. So the same
-version processed twice (a retried event, a redriven message, a backfill over photos the
-trigger already saw) leaves one correct row, and a backfill with a new model replaces
-the old model's answers.
+same bytes uploaded again are the same row. The write is conditional (:func:`condition`):
+it happens only when there is no row yet, when the row came from an *older* model (models
+are ordered by the ``created_at`` that ``convert`` writes into their metadata; a model
+without one never replaces a model with one), when the row is this model's error under
+other limits (a raised ``MAX_IMAGE_BYTES`` may now classify it), or when the row names
+another version of the object (the same bytes uploaded again, A, B, A: the newest upload's
+row must be A's). So the same version processed twice (a retried event, a redriven
+message, a backfill over photos the trigger already saw) leaves one correct row, a
+backfill with a newer model replaces the old model's answers, and an older one never
+replaces a newer one's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,37 @@ TABLE_VARIABLE = "RESULTS_TABLE"
 CLASSIFIED, FAILED = "classified", "failed"
 WRITTEN, UNCHANGED = "written", "unchanged"
 BATCH_GET_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a row says about the model and settings that wrote it."""
+
+    version: str
+    created_at: str = ""
+    """ISO 8601 from the model's metadata: the order of models (a later one is newer)."""
+    limits: str = ""
+    """The limits an error row was refused under (``bytes=...,pixels=...``)."""
+
+    def newer_than_row(self, item: dict[str, Any]) -> bool:
+        """Whether this model may replace the row ``item`` of another model."""
+        theirs = item.get("model_created_at", {}).get("S", "")
+        if not self.created_at:
+            return not theirs
+        return theirs <= self.created_at
+
+    def done(self, item: dict[str, Any], photo: Photo) -> bool:
+        """Whether the stored row ``item`` already says what this model would say."""
+        if item.get("model_version", {}).get("S") != self.version:
+            return not self.newer_than_row(item)  # a newer model's row is left alone
+        if photo.version_id and item.get("version_id", {}).get("S") != photo.version_id:
+            return False
+        status = item.get("status", {}).get("S")
+        return status == CLASSIFIED or item.get("limits", {}).get("S", "") == self.limits
+
+
+def limits_of(max_image_bytes: int, max_pixels: int) -> str:
+    return f"bytes={max_image_bytes},pixels={max_pixels}"
 
 
 @dataclass(frozen=True)
@@ -63,9 +99,16 @@ def table_name() -> str:
     return name
 
 
-def row(outcome: Outcome, model_version: str, now: datetime | None = None) -> dict[str, Any]:
+def row(
+    outcome: Outcome,
+    model_version: str,
+    now: datetime | None = None,
+    *,
+    stamp: Stamp | None = None,
+) -> dict[str, Any]:
     """The item to store, in DynamoDB's attribute-value form."""
     photo = outcome.photo
+    stamp = stamp or Stamp(model_version)
     item: dict[str, Any] = {
         "photo": photo.uri,
         "etag": photo.etag,
@@ -75,6 +118,7 @@ def row(outcome: Outcome, model_version: str, now: datetime | None = None) -> di
         "source": photo.source,
         "status": outcome.status,
         "model_version": model_version,
+        "model_created_at": stamp.created_at,
         "uploaded_at": photo.uploaded_at,
         "classified_at": (now or datetime.now(UTC)).isoformat(timespec="milliseconds"),
         **outcome.image,
@@ -89,7 +133,11 @@ def row(outcome: Outcome, model_version: str, now: datetime | None = None) -> di
         }
         item |= answer_fields(answer)
     elif outcome.failure is not None:
-        item |= {"error_code": outcome.failure.code, "error_message": outcome.failure.message}
+        item |= {
+            "error_code": outcome.failure.code,
+            "error_message": outcome.failure.message,
+            "limits": stamp.limits,
+        }
     return {name: to_attribute(value) for name, value in item.items() if value != ""}
 
 
@@ -100,17 +148,27 @@ def answer_fields(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def put(outcome: Outcome, model_version: str, table: str, client: Any = None) -> str:
-    """Store ``outcome`` unless this version already has this model's row: ``written`` or
+def put(
+    outcome: Outcome,
+    model_version: str,
+    table: str,
+    client: Any = None,
+    *,
+    stamp: Stamp | None = None,
+) -> str:
+    """Store ``outcome`` unless the row there may stay (:func:`condition`): ``written`` or
     ``unchanged``. Any other failure of the write is transient."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    stamp = stamp or Stamp(model_version)
+    expression, values = condition(stamp, outcome.photo)
     try:
         (client or dynamodb_client()).put_item(
             TableName=table,
-            Item=row(outcome, model_version),
-            ConditionExpression="attribute_not_exists(photo) OR model_version <> :model",
-            ExpressionAttributeValues={":model": {"S": model_version}},
+            Item=row(outcome, model_version, stamp=stamp),
+            ConditionExpression=expression,
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values,
         )
     except ClientError as exc:
         if aws_error_code(exc) == "ConditionalCheckFailedException":
@@ -121,25 +179,62 @@ def put(outcome: Outcome, model_version: str, table: str, client: Any = None) ->
     return WRITTEN
 
 
+def condition(stamp: Stamp, photo: Photo) -> tuple[str, dict[str, Any]]:
+    """When a write may replace the row there: none yet; an older model's row; this model's
+    error row under other limits; this model's row of another version of the object."""
+    values: dict[str, Any] = {
+        ":model": {"S": stamp.version},
+        ":failed": {"S": FAILED},
+        ":limits": {"S": stamp.limits},
+    }
+    if stamp.created_at:
+        values[":created"] = {"S": stamp.created_at}
+        older = "(attribute_not_exists(model_created_at) OR model_created_at <= :created)"
+    else:
+        older = "attribute_not_exists(model_created_at)"
+    clauses = [
+        "attribute_not_exists(photo)",
+        f"(model_version <> :model AND {older})",
+        "(model_version = :model AND #status = :failed"
+        " AND (attribute_not_exists(limits) OR limits <> :limits))",
+    ]
+    if photo.version_id:
+        values[":version"] = {"S": photo.version_id}
+        clauses.append(
+            "(model_version = :model"
+            " AND (attribute_not_exists(version_id) OR version_id <> :version))"
+        )
+    return " OR ".join(clauses), values
+
+
 def _write_failed(outcome: Outcome, exc: Exception) -> TransientError:
     return TransientError(f"Could not write the row of {outcome.photo.describe()}: {exc}")
 
 
 def already_done(
-    photos: Iterable[Photo], model_version: str, table: str, client: Any = None
+    photos: Iterable[Photo],
+    model_version: str,
+    table: str,
+    client: Any = None,
+    *,
+    stamp: Stamp | None = None,
 ) -> set[tuple[str, str]]:
-    """The ``(photo, etag)`` keys that already have this model's row, so a retried event or
-    a backfill run again skips their inference. A failed read just skips nothing."""
+    """The ``(photo, etag)`` keys whose row may stay (:meth:`Stamp.done`), so a retried event
+    or a backfill run again skips their inference. A failed read just skips nothing."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    keys = list(dict.fromkeys((photo.uri, photo.etag) for photo in photos))
+    stamp = stamp or Stamp(model_version)
+    by_key = {(photo.uri, photo.etag): photo for photo in photos if photo.etag}
+    keys = list(by_key)
     done: set[tuple[str, str]] = set()
     for start in range(0, len(keys), BATCH_GET_LIMIT):
         chunk = keys[start : start + BATCH_GET_LIMIT]
         request = {
             table: {
                 "Keys": [{"photo": {"S": p}, "etag": {"S": e}} for p, e in chunk],
-                "ProjectionExpression": "photo, etag, model_version",
+                "ProjectionExpression": "photo, etag, model_version, model_created_at, "
+                "version_id, #status, limits",
+                "ExpressionAttributeNames": {"#status": "status"},
             }
         }
         try:
@@ -147,8 +242,9 @@ def already_done(
         except (ClientError, BotoCoreError):
             continue
         for item in answer.get("Responses", {}).get(table, []):
-            if item.get("model_version", {}).get("S") == model_version:
-                done.add((item["photo"]["S"], item["etag"]["S"]))
+            key = (item["photo"]["S"], item["etag"]["S"])
+            if key in by_key and stamp.done(item, by_key[key]):
+                done.add(key)
     return done
 
 

@@ -56,20 +56,18 @@ class Classifier:
 
         ``softmax(logits / temperature)``: the model's calibration (1.0 if it has none).
         """
-        return self.predict_with_distances(batch)[0]
+        (logits,) = self.session.run([self.metadata.output], {self.input_name: batch})
+        return softmax(np.asarray(logits, dtype=np.float64), self.metadata.temperature)
 
     def predict_with_distances(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`predict`, and each photo's distance to the catalogue (``None`` if the model
-        has no such output)."""
-        names = [self.metadata.output]
-        if self.metadata.catalogue_output:
-            names.append(self.metadata.catalogue_output)
-        outputs = self.session.run(names, {self.input_name: batch})
-        logits = np.asarray(outputs[0], dtype=np.float64)
-        probabilities = softmax(logits, self.metadata.temperature)
-        if len(outputs) == 1:
-            return probabilities, None
-        return probabilities, np.asarray(outputs[1], dtype=np.float64).reshape(-1)
+        """:meth:`predict`, and each photo's distance to the catalogue from the same run
+        (``None`` for a model without that output)."""
+        if not self.metadata.catalogue_output:
+            return self.predict(batch), None
+        names = [self.metadata.output, self.metadata.catalogue_output]
+        logits, distances = self.session.run(names, {self.input_name: batch})
+        probabilities = softmax(np.asarray(logits, dtype=np.float64), self.metadata.temperature)
+        return probabilities, np.asarray(distances, dtype=np.float64).reshape(-1)
 
     def warm_up(self) -> None:
         """One inference on a blank image, so the first request does not pay for it."""

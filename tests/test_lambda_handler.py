@@ -270,7 +270,7 @@ def test_our_own_bugs_are_an_opaque_500(configure, monkeypatch) -> None:
         raise RuntimeError("secret internals")
 
     invoke({"image": b64(image_bytes())})  # the service is built and warm
-    monkeypatch.setattr(Classifier, "predict_with_distances", broken)
+    monkeypatch.setattr(Classifier, "predict", broken)
     answer = invoke({"image": b64(image_bytes())}, FakeContext(aws_request_id="r-500"))
     assert answer["status"] == 500
     assert_error(answer, "internal_error")

@@ -106,13 +106,13 @@ def test_a_backfill_batch_is_classified_in_chunks_that_fit_the_memory(
         items.append({"Key": key, "Etag": etag, "Size": 9_000_000, "LastModified": 1764590731})
     service = handler.get_service()
     batches: list[int] = []
-    predict = service.classifier.predict_with_distances
+    predict = service.classifier.predict
 
-    def counted(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def counted(x: np.ndarray) -> np.ndarray:
         batches.append(len(x))
         return predict(x)
 
-    monkeypatch.setattr(service.classifier, "predict_with_distances", counted)
+    monkeypatch.setattr(service.classifier, "predict", counted)
     answer = deliver({"BatchInput": {"bucket": aws["bucket"]}, "Items": items})
     assert len(answer["photos"]) == 40 and len(rows(aws["table"])) == 40
     # 1,024 MB less the process (400 MB) and one 40 MP decode (381 MB): ~243 MB of photos

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from lambda_function.model import open_session
     from lambda_function.preprocessing import scale
     from training import data
-    from training.model import make_base, make_feature_extractor
+    from training.model import make_base
 
     dataset = data.scan(args.data_dir, splits=("train",))
     files = dataset["train"].files[:: max(1, len(dataset["train"].files) // PHOTOS)][:PHOTOS]
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     size, weights = args.image_size, None if args.weights == "none" else args.weights
     x = scale(np.stack([data.decode_file(path, size) for path in files]))
     decode_ms = (time.perf_counter() - start) / len(files) * 1000
-    keras = make_feature_extractor(make_base(size, weights)).predict_on_batch
+    keras = make_base(size, weights).predict_on_batch
     session = open_session(args.onnx, intra_op_threads=2, quiet=True)
     name = session.get_inputs()[0].name
     rows = [f"| decode + resize (training's `decode_file`) | {decode_ms:.1f} ms/photo |"]

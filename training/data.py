@@ -1,10 +1,9 @@
-"""The dataset on disk: splits, labels, decoded pixels and their cache.
+"""The dataset on disk: splits, labels, and each photo decoded as serving decodes it.
 
 Layout: ``DATA_DIR/{train,validation,test}/<class>/<image>``. Labels are the sorted
 class folder names of the train split; the other splits must use the same folders.
-Pixels are decoded and resized with the serving package's preprocessing contract
-(:func:`lambda_function.preprocessing.load_pixels`), once per (image size, data
-fingerprint), then kept as uint8 ``.npy`` files under the cache folder and in memory.
+Photos are decoded and resized with the serving package's preprocessing contract
+(:func:`lambda_function.preprocessing.load_pixels`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from lambda_function import files, preprocessing
 
@@ -80,26 +78,6 @@ def scan(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     return Dataset(root, labels, found, _fingerprint(root, found))
 
 
-def load_pixels(
-    dataset: Dataset, split: str, image_size: int, cache_dir: Path | None = None
-) -> np.ndarray:
-    """uint8 pixels ``(N, size, size, 3)`` of one split, decoded once and then cached."""
-    key = (dataset.fingerprint, split, image_size)
-    if key in _MEMORY:
-        return _MEMORY[key]
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"pixels-{image_size}-{dataset.fingerprint[:16]}-{split}.npy"
-    if path is not None and path.is_file():
-        pixels = np.load(path)
-    else:
-        pixels = decode_split(dataset[split], image_size)
-        if path is not None:
-            save_array(path, pixels)
-    _MEMORY[key] = pixels
-    return pixels
-
-
 def save_array(path: Path, array: np.ndarray) -> None:
     """``np.save`` to ``path`` atomically: a reader never loads half an array."""
 
@@ -110,28 +88,12 @@ def save_array(path: Path, array: np.ndarray) -> None:
     files.write_atomic(path, write)
 
 
-def decode_split(split: Split, image_size: int) -> np.ndarray:
-    """Decode and resize every image of ``split`` (progress bar); errors name the file."""
-    pixels = np.empty((len(split), image_size, image_size, 3), dtype=np.uint8)
-    for i, path in enumerate(tqdm(split.files, desc=f"decode {split.name}@{image_size}")):
-        pixels[i] = decode_file(path, image_size)
-    return pixels
-
-
 def decode_file(path: Path, image_size: int) -> np.ndarray:
     """One image file to uint8 pixels, via the serving preprocessing contract."""
     try:
         return preprocessing.load_pixels(path.read_bytes(), image_size)
     except preprocessing.ImageError as exc:
         raise DatasetError(f"Expected a readable image at {path}. {exc} ({exc.code})") from exc
-
-
-def clear_memory_cache() -> None:
-    """Forget the pixels kept in memory (the disk cache stays)."""
-    _MEMORY.clear()
-
-
-_MEMORY: dict[tuple[str, str, int], np.ndarray] = {}
 
 
 def _class_folders(folder: Path) -> tuple[str, ...]:

@@ -21,6 +21,8 @@ from tests.lambda_testing import BLUE, GREEN, RED, build_model, image_bytes, sen
 
 SPLITS = ("train", "validation", "test")
 
+pytest_plugins = ("tests.pipeline_fixture",)  # the shared tiny pipeline: `tiny_pipeline`
+
 # Fuzz tests: `ci` by default; `dev` (make test-fast) for the edit loop; `long` for a long run.
 settings.register_profile(
     "ci",

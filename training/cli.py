@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, replace
 from pathlib import Path
 
 from training import config
-from training.methods import METHODS, TODAY, Method
+from training.methods import METHODS, TODAY, TUNABLE
 from training.tf_logs import quiet_tensorflow
 
 DESCRIPTION = """\
@@ -29,9 +28,6 @@ commands:
 
 Run `python -m training COMMAND --help` for each command's options.
 """
-
-# The recipe settings `train` lets a user change, as options named after Method's fields.
-TUNABLE = tuple(f for f in fields(Method) if f.type in ("int", "float"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,12 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", default="", help="run name (default: METHOD_sSIZE)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test-split scoring")
     g = train.add_argument_group("recipe overrides (default: the method's)")
-    for f in TUNABLE:
+    for name in TUNABLE:
+        default = getattr(TODAY, name)
         g.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=int if f.type == "int" else float,
-            default=None,
-            help=f"(today: {getattr(TODAY, f.name)})",
+            "--" + name.replace("_", "-"), type=type(default), help=f"(today: {default})"
         )
     evaluate = sub.add_parser("evaluate", help="score a manifest run on a split")
     config.add_common(evaluate)
@@ -99,16 +93,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default="test", choices=("train", "validation", "test"), help="%(default)s"
     )
     return parser
-
-
-def recipe(args: argparse.Namespace) -> Method:
-    """``--method`` with the overrides given on the command line, checked."""
-    chosen = METHODS[args.method]
-    given = {f.name: getattr(args, f.name) for f in TUNABLE if getattr(args, f.name) is not None}
-    for name in ("epochs", "batch_size", "fine_tune_epochs"):
-        if given.get(name, 1) < 1:
-            raise ValueError(f"Expected --{name.replace('_', '-')} >= 1. Received: {given[name]}")
-    if given.get("learning_rate", 1) <= 0:
-        raise ValueError(f"Expected --learning-rate > 0. Received: {given['learning_rate']}")
-    config.check_head(given.get("size_inner", 0), given.get("droprate", 0.0), 2)
-    return replace(chosen, **given) if given else chosen

@@ -10,6 +10,7 @@ import numpy as np
 
 from training import config, data, engine, features, manifest
 from training.evaluate import evaluate_checkpoint
+from training.methods import METHODS, TUNABLE, override
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,9 +20,8 @@ def run(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     """Fit the method on train, keep the best validation epoch, save, record, score on test."""
-    from training.cli import recipe
-
-    method = recipe(args)
+    given = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}
+    method = override(METHODS[args.method], **given)
     dataset = data.scan(args.data_dir)
     weights = config.weights(args.weights)
     by_input, targets = engine.inputs([method], dataset, args.image_size, weights, args.cache_dir)

@@ -15,7 +15,7 @@ rejected (views, mixup, test-time flip, other heads) are rows of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,25 @@ METHODS: dict[str, Method] = {
 # Fine-tuning runs the top blocks forward and backward for every photo, every epoch
 # (~12 min per fold on 2 CPU cores): it runs only when named.
 HEAD_ONLY = tuple(name for name, method in METHODS.items() if not method.fine_tune)
+
+
+# The settings a command line may change, named after Method's fields (`train --epochs`).
+TUNABLE = tuple(f.name for f in fields(Method) if f.type in ("int", "float"))
+
+
+def override(base: Method, **given: Any) -> Method:
+    """``base`` with some :data:`TUNABLE` settings changed, each checked."""
+    from training.config import check_head
+
+    for name in ("epochs", "batch_size", "fine_tune_epochs"):
+        if given.get(name, 1) < 1:
+            raise ValueError(f"Expected --{name.replace('_', '-')} >= 1. Received: {given[name]}")
+    for name in ("learning_rate", "fine_tune_learning_rate"):
+        if given.get(name, 1) <= 0:
+            raise ValueError(f"Expected --{name.replace('_', '-')} > 0. Received: {given[name]}")
+    changed = replace(base, **given)
+    check_head(changed.size_inner, changed.droprate, 2)
+    return changed
 
 
 def method(name: str) -> Method:

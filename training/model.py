@@ -15,7 +15,6 @@ from keras import layers
 
 from lambda_function.model_metadata import OUTPUT
 from training.config import check_head
-from training.methods import TODAY
 
 MIN_IMAGE_SIZE = 71
 N_FEATURES = 2048  # Xception's pooled output width
@@ -32,16 +31,19 @@ class Network:
 
 def make_network(
     image_size: int,
-    size_inner: int = TODAY.size_inner,
-    droprate: float = TODAY.droprate,
+    size_inner: int,
+    droprate: float,
     weights: str | Path | None = "imagenet",
     n_classes: int = 10,
     *,
-    l2: float = TODAY.l2,
+    l2: float = 0.0,
     base: keras.Model | None = None,
     name: str = "xception_v1",
 ) -> Network:
     """Build (uncompiled) the full model and the feature-level top sharing its layers.
+
+    ``size_inner`` is the inner ``Dense(relu)`` width (0: none), ``droprate`` the dropout
+    after it (a :class:`training.methods.Method` holds both).
 
     ``base`` reuses an already built (frozen) base instead of building one from ``weights``.
     """
@@ -54,9 +56,7 @@ def make_network(
     return Network(model=model, top=top, base=base)
 
 
-def make_top(
-    size_inner: int = 100, droprate: float = 0.2, n_classes: int = 10, *, l2: float = 0.0
-) -> keras.Model:
+def make_top(size_inner: int, droprate: float, n_classes: int, *, l2: float = 0.0) -> keras.Model:
     """The dense top alone (pooled features in, logits out), layer for layer the full model's.
 
     Its weights fit ``make_network(...).top`` with the same settings (``set_weights``).

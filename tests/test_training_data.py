@@ -41,6 +41,16 @@ def test_pixels_are_the_serving_contracts(tiny: Path) -> None:
     np.testing.assert_array_equal(pixels, preprocessing.load_pixels(path.read_bytes(), 71))
 
 
+def test_whole_split_pixels_are_cached_on_disk(tiny: Path, tmp_path: Path) -> None:
+    ds = data.scan(tiny)
+    cache = tmp_path / "cache"
+    pixels = data.load_pixels(ds, "validation", 71, cache)
+    assert pixels.dtype == np.uint8 and pixels.shape == (6, 71, 71, 3)
+    np.testing.assert_array_equal(pixels[3], data.decode_file(ds["validation"].files[3], 71))
+    (cached,) = cache.glob("pixels-71-*-validation.npy")
+    np.testing.assert_array_equal(np.load(cached), pixels)
+
+
 def test_fingerprint_changes_when_an_image_changes(tiny: Path) -> None:
     before = data.scan(tiny).fingerprint
     image = next((tiny / "train" / "hat").iterdir())

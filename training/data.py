@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lambda_function import files, preprocessing
 
@@ -78,6 +79,30 @@ def scan(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     return Dataset(root, labels, found, _fingerprint(root, found))
 
 
+def load_pixels(
+    dataset: Dataset, split: str, image_size: int, cache_dir: Path | None = None
+) -> np.ndarray:
+    """uint8 pixels ``(N, size, size, 3)`` of one split, decoded once and then cached.
+
+    Whole splits in memory: only the PyTorch port's augmented path reads them this way
+    (the Keras path streams photos a batch at a time, :mod:`training.features`).
+    """
+    key = (dataset.fingerprint, split, image_size)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"pixels-{image_size}-{dataset.fingerprint[:16]}-{split}.npy"
+    if path is not None and path.is_file():
+        pixels = np.load(path)
+    else:
+        pixels = decode_split(dataset[split], image_size)
+        if path is not None:
+            save_array(path, pixels)
+    _MEMORY[key] = pixels
+    return pixels
+
+
 def save_array(path: Path, array: np.ndarray) -> None:
     """``np.save`` to ``path`` atomically: a reader never loads half an array."""
 
@@ -88,12 +113,23 @@ def save_array(path: Path, array: np.ndarray) -> None:
     files.write_atomic(path, write)
 
 
+def decode_split(split: Split, image_size: int) -> np.ndarray:
+    """Decode and resize every image of ``split`` (progress bar); errors name the file."""
+    pixels = np.empty((len(split), image_size, image_size, 3), dtype=np.uint8)
+    for i, path in enumerate(tqdm(split.files, desc=f"decode {split.name}@{image_size}")):
+        pixels[i] = decode_file(path, image_size)
+    return pixels
+
+
 def decode_file(path: Path, image_size: int) -> np.ndarray:
     """One image file to uint8 pixels, via the serving preprocessing contract."""
     try:
         return preprocessing.load_pixels(path.read_bytes(), image_size)
     except preprocessing.ImageError as exc:
         raise DatasetError(f"Expected a readable image at {path}. {exc} ({exc.code})") from exc
+
+
+_MEMORY: dict[tuple[str, str, int], np.ndarray] = {}
 
 
 def _class_folders(folder: Path) -> tuple[str, ...]:

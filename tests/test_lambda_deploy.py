@@ -151,7 +151,7 @@ CONTEXT_IN = [
 CONTEXT_OUT = [
     "pyproject.toml",
     "requirements/dev.txt",
-    "training/train.py",
+    "training/engine.py",
     "convert/pipeline.py",
     "tests/conftest.py",
     "data/clothing-dataset-small/train/pants/a.jpg",

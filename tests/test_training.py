@@ -180,6 +180,23 @@ def test_the_network_is_a_frozen_functional_xception_pooled_by_keras_with_logits
     assert [w.name for w in network.top.trainable_weights] == ["kernel", "bias", "kernel", "bias"]
 
 
+def test_keras_pooling_is_the_mean_over_the_last_feature_map(tiny_pipeline: Pipeline) -> None:
+    """``Xception(pooling="avg")`` gives what pooling by hand gave (and the cache holds)."""
+    import keras
+
+    from training import data, features
+    from training.model import make_base
+
+    base = make_base(SIZE, tiny_pipeline.weights)
+    unpooled = keras.Model(base.input, base.layers[-2].output)
+    train = data.scan(tiny_pipeline.data)["train"]
+    by_hand = keras.layers.GlobalAveragePooling2D()(features.stream(unpooled, train.files, SIZE))
+    pooled = features.stream(base, train.files, SIZE)
+    np.testing.assert_allclose(pooled, np.asarray(by_hand), rtol=1e-6, atol=1e-6)
+    (cached,) = tiny_pipeline.cache.glob(f"features-{SIZE}-*-train.npy")
+    np.testing.assert_array_equal(np.load(cached), pooled)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

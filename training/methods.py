@@ -110,8 +110,11 @@ METHODS: dict[str, Method] = {
 HEAD_ONLY = tuple(name for name, method in METHODS.items() if not method.fine_tune)
 
 
-# The settings a command line may change, named after Method's fields (`train --epochs`).
-TUNABLE = tuple(f.name for f in fields(Method) if f.type in ("int", "float"))
+# The settings a command line may change, named after Method's fields (`train --epochs`);
+# `train`'s inner holdout is the validation split.
+TUNABLE = tuple(
+    f.name for f in fields(Method) if f.type in ("int", "float") and f.name != "inner_holdout"
+)
 
 
 def override(base: Method, **given: Any) -> Method:

@@ -50,7 +50,7 @@ EXTRA_TESTS ?= test-torch
 
 .PHONY: help run train convert classify test test-pytest test-fast bench-smoke lint lint-deploy \
 	check setup lock data clean FORCE \
-	bench-parity bench-train bench-convert bench-serve bench-soak \
+	bench-parity bench-convert bench-serve bench-soak \
 	backfill bench-backfill bench-memory mutation \
 	setup-torch test-torch train-torch export-torch
 
@@ -124,9 +124,6 @@ check: lint lint-deploy test ## everything CI runs: lint + lint-deploy + test
 
 bench-parity: | setup data ## preprocessing vs Keras, per mode and size
 	$(BIN)/python -m bench.preprocessing_parity
-
-bench-train: | setup data ## the 150 px sweep, an augmented run, the 299 px model (~45 min)
-	$(BIN)/python -m bench.train_bench
 
 bench-convert: | setup data ## convert the real model: parity, size, accuracy, latency per variant
 	$(BIN)/python -m bench.convert_real

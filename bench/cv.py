@@ -5,11 +5,11 @@ folds, seed 1, every method, fine-tuning included; report, reliability diagrams 
 out-of-fold logits in ``artifacts/cv/``) and publishes its table as
 ``docs/results/cv-DATE.md``. Per-method fold results are cached in ``artifacts/cv/folds/``,
 so a rerun only trains what changed. A first run on 2 idle cores extracts the base
-features of every photo in three views (~7 min each) and trains the head-only methods
-(~30 min), then runs each fine-tuning method per fold (the block13 input of every photo
-once, ~6 min, then ~12 min per fold and method).
+features of every photo (~7 min) and trains the head-only method (minutes), then runs each
+fine-tuning method per fold (the block13 input of every photo once, ~6 min, then ~12 min
+per fold and method).
 
-    DATA_DIR=... XCEPTION_WEIGHTS=... python -m bench.cv [--methods today,flip] [--k 10]
+    DATA_DIR=... XCEPTION_WEIGHTS=... python -m bench.cv [--methods today,ft-block13] [--k 10]
 """
 
 from __future__ import annotations

@@ -165,8 +165,8 @@ def head_only(method, report: dict, args, weights: str | None):
     """(targets, fp32 and int8 predictions): one int8 base, a head trained per fold."""
     import onnxruntime as ort
 
-    from training import data, views
-    from training.methods import predict, train_head
+    from training import data, engine
+    from training.methods import FEATURES, predict, train_head
 
     row = next(r for r in report["methods"] if r["method"] == method.name)
     dataset = data.scan(args.data_dir)
@@ -181,21 +181,21 @@ def head_only(method, report: dict, args, weights: str | None):
         session = ort.InferenceSession(str(cut), options, providers=["CPUExecutionProvider"])
         int8 = features(session, files, report["image_size"])
         np.save(cache, int8)
-    by_view, targets = views.labelled_features(
-        dataset, method.views, report["image_size"], weights, args.cache_dir
+    by_view, targets = engine.inputs(
+        [method], dataset, report["image_size"], weights, args.cache_dir
     )
     fold = np.load(args.cv_dir / "folds.npy")
     fp32_pred = np.empty(len(targets), dtype=int)
     int8_pred = np.empty(len(targets), dtype=int)
-    int8_views = {"orig": int8}
+    int8_views = {FEATURES: int8}
     for i, train_rows, held_out in fold_indices(fold):
         fixed = replace(method, epochs=row["fold_epochs"][i], inner_holdout=0.0)
         head = train_head(
             fixed, by_view, targets, train_rows, held_out[:0], len(dataset.labels), 1 + i
         ).top
-        fp32_pred[held_out] = predict(head, by_view, held_out, False).argmax(axis=1)
-        int8_pred[held_out] = predict(head, int8_views, held_out, False).argmax(axis=1)
-    gap = float(np.abs(int8 - by_view["orig"]).max())
+        fp32_pred[held_out] = predict(head, by_view, held_out).argmax(axis=1)
+        int8_pred[held_out] = predict(head, int8_views, held_out).argmax(axis=1)
+    gap = float(np.abs(int8 - by_view[FEATURES]).max())
     return targets, fp32_pred, int8_pred, gap
 
 

@@ -42,8 +42,7 @@ def paired_logits(
     method, report: dict, cv_dir: Path, data_dir: Path, cache_dir: Path, weights: str | None
 ) -> dict:
     """Every photo's out-of-fold logits from Keras, ONNX fp32 and ONNX int8; and timings."""
-    from training import data, views
-    from training.finetune import labelled_activations
+    from training import data, engine
     from training.folds import fold_indices
     from training.model import make_base
 
@@ -51,11 +50,7 @@ def paired_logits(
     size, seed = report["image_size"], report["seed"]
     dataset = data.scan(data_dir)
     files = [f for split in dataset.splits for f in dataset[split].files]
-    pooled = tuple(v for v in method.views if v in views.VIEWS)
-    by_view, targets = views.labelled_features(dataset, pooled, size, weights, cache_dir)
-    by_view[method.activations_view] = labelled_activations(
-        dataset, method.fine_tune, size, weights, cache_dir
-    )
+    by_view, targets = engine.inputs([method], dataset, size, weights, cache_dir)
     fold = np.load(cv_dir / "folds.npy")
     n = len(dataset.labels)
     out = {kind: np.empty((len(targets), n)) for kind in ("keras", "fp32", "int8")}

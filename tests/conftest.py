@@ -17,6 +17,8 @@ from tests.lambda_testing import BLUE, GREEN, RED, build_model, image_bytes, sen
 
 __all__ = ["data_dir", "xception_weights"]  # shared with tests_torch (tests/datasets.py)
 
+pytest_plugins = ("tests.pipeline_fixture",)  # the shared tiny pipeline: `tiny_pipeline`
+
 # Fuzz tests: `ci` by default; `dev` (make test-fast) for the edit loop; `long` for a long run.
 settings.register_profile(
     "ci",

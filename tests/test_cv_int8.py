@@ -5,46 +5,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.datasets import copy_subset
-from tests.test_cv_ship import LABELS
+from tests.pipeline_fixture import Pipeline
 
 
 @pytest.mark.slow
 def test_every_fold_of_a_fine_tuned_method_is_converted_and_quantised(
-    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """2 folds of 3 classes x 12 photos, a random base at 71 px (each fold converts).
-
-    The CV report is written here (the bench reads its folds, seed and fold epochs): the
-    tiny CV itself is run by tests/test_cv_ship.py.
-    """
+    """The shared tiny pipeline's CV (3 folds of 36 photos, the real base at 71 px): each
+    fold of ft-block13-swa retrained as the CV trained it, converted and quantised."""
     from bench import cv_int8
-    from training import data as datasets
-    from training.folds import stratified_folds
 
-    data, out = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4), tmp_path / "cv"
-    dataset = datasets.scan(data)
-    targets = np.concatenate([dataset[split].targets for split in dataset.splits])
-    out.mkdir()
-    np.save(out / "folds.npy", stratified_folds(targets, 2, seed=5))
-    np.save(out / "oof-ft-block13-swa.npy", np.zeros((len(targets), 3)))
-    row = {"method": "ft-block13-swa", "fold_epochs": [2, 1]}  # averaged, and not
-    report = {"image_size": 71, "seed": 5, "n_photos": len(targets), "methods": [row]}
-    (out / "cv.json").write_text(json.dumps(report | {"chosen": row["method"]}))
+    report = json.loads((tiny_pipeline.cv / "cv.json").read_text())
+    row = next(r for r in report["methods"] if r["method"] == "ft-block13-swa")
     monkeypatch.chdir(tmp_path)  # the scratch JSON and the published table land here
-    argv = ["--cv-dir", str(out), "--data-dir", str(data), "--weights", "none"]
+    argv = ["--cv-dir", str(tiny_pipeline.cv), "--data-dir", str(tiny_pipeline.data)]
+    argv += ["--weights", str(tiny_pipeline.weights), "--cache-dir", str(tiny_pipeline.cache)]
     assert cv_int8.main([*argv, "--method", "ft-block13-swa"]) == 0
     result = json.loads(Path("artifacts/bench/cv_int8-ft-block13-swa.json").read_text())
     assert result["photos"] == report["n_photos"] == 36
-    # Each fold trained for its own chosen epochs, as the CV report says.
+    # Each fold trained for its own chosen epochs, as the CV report says, and answers as
+    # the CV's fold did.
     folds = result["folds"]
     assert [f["fine_tune_epochs"] for f in folds] == row["fold_epochs"]
+    assert result["keras_same_answer_as_cv"] == 1.0
     # The converted fp32 network answers as the Keras one it came from.
     assert result["onnx_fp32_vs_keras_max_abs_logit_diff"] < 1e-3
-    held_out = [round(f["fp32_accuracy"] * 18) for f in folds]  # right of 18 per fold
+    held_out = [round(f["fp32_accuracy"] * 12) for f in folds]  # right of 12 per fold
     assert result["fp32_accuracy"] == pytest.approx(sum(held_out) / 36)
     diff = result["int8_accuracy"] - result["fp32_accuracy"]
     assert result["int8_minus_fp32"] == pytest.approx(diff)

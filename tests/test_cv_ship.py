@@ -15,15 +15,17 @@ from lambda_function.model import Classifier
 from lambda_function.model_metadata import ModelMetadata
 from tests.datasets import copy_subset
 from tests.lambda_testing import build_model
+from tests.pipeline_fixture import LABELS as TINY_LABELS
+from tests.pipeline_fixture import Pipeline
 
-LABELS = ["hat", "pants", "shoes"]
+LABELS = list(TINY_LABELS)
 
 
 def write_run(root: Path, calibration: object) -> None:
     (root / "runs").mkdir(parents=True)
     (root / "runs" / "m.h5").write_bytes(b"weights")
     run = {
-        "name": "cv_flip",
+        "name": "cv_today",
         "config": {"image_size": 16},
         "labels": LABELS,
         "best_checkpoint": "runs/m.h5",
@@ -31,7 +33,7 @@ def write_run(root: Path, calibration: object) -> None:
     }
     if calibration is not None:
         run["calibration"] = calibration
-    (root / "manifest.json").write_text(json.dumps({"runs": [run], "best_run": "cv_flip"}))
+    (root / "manifest.json").write_text(json.dumps({"runs": [run], "best_run": "cv_today"}))
 
 
 def test_convert_carries_the_runs_calibration_into_the_onnx_metadata(tmp_path: Path) -> None:
@@ -64,44 +66,30 @@ def test_a_malformed_calibration_is_named(tmp_path: Path, calibration: object) -
         find_checkpoint(tmp_path)
 
 
-def cv_and_ship(tmp_path: Path, data_dir: Path, methods: str, shipped: str) -> tuple[Path, Path]:
-    """``training cv`` on 3 classes x 4 photos per split (3 folds, seed 5, random base at
-    71 px), shipping ``shipped``: (report folder, training folder)."""
-    from training import cv_command
-
-    data = copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4)
-    out, ship = tmp_path / "cv", tmp_path / "training"
-    argv = [
-        *("--data-dir", str(data), "--weights", "none", "--image-size", "71", "--k", "3"),
-        *("--seed", "5", "--methods", methods, "--output-dir", str(out)),
-        *("--ship", str(ship), "--ship-method", shipped),
-    ]
-    assert cv_command.main(argv) == 0
-    return out, ship
-
-
 @pytest.mark.slow
-def test_cv_on_tiny_data_reports_and_ships_a_calibrated_run(tmp_path: Path, data_dir: Path) -> None:
+def test_cv_on_tiny_data_reports_and_ships_a_calibrated_run(tiny_pipeline: Pipeline) -> None:
     from training.folds import stratified_folds
 
-    out, ship = cv_and_ship(tmp_path, data_dir, "today,flip", "flip")
+    out = tiny_pipeline.cv
     report = json.loads((out / "cv.json").read_text())
     assert report["n_photos"] == 36 and report["k"] == 3
-    assert [row["method"] for row in report["methods"]] == ["today", "flip"]
+    assert [row["method"] for row in report["methods"]] == ["today", "ft-block13-swa"]
     targets = np.repeat(np.arange(3), 4)
     targets = np.concatenate([targets, targets, targets])  # train, validation, test in order
     assert np.array_equal(np.load(out / "folds.npy"), stratified_folds(targets, 3, seed=5))
-    assert np.load(out / "oof-flip.npy").shape == (36, 3)
-    assert (out / "reliability-flip-calibrated.png").stat().st_size > 1000
-    row = report["methods"][1]
+    assert np.load(out / "oof-today.npy").shape == (36, 3)
+    assert (out / "reliability-today-calibrated.png").stat().st_size > 1000
+    row = report["methods"][0]
     for key in ("accuracy", "accuracy_ci", "top3", "ece", "ece_calibrated", "temperature"):
         assert key in row
     assert row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
-    checkpoint = find_checkpoint(ship)
-    assert checkpoint.run == "cv_flip_s71_all"
+    checkpoint = find_checkpoint(tiny_pipeline.shipped["today"])
+    assert checkpoint.run == "cv_today_s71_all"
     assert checkpoint.temperature == pytest.approx(row["temperature"])
-    manifest = json.loads((ship / "manifest.json").read_text())
-    assert manifest["runs"][0]["trained_on"].startswith("every labelled photo")
+    manifest = json.loads((tiny_pipeline.shipped["today"] / "manifest.json").read_text())
+    assert manifest["runs"][0]["trained_on"] == "every labelled photo (train + validation + test)"
+    assert row["epochs"] is None  # today's epoch is chosen on a holdout: the folds' median ships
+    assert manifest["runs"][0]["best_epoch"] == int(np.median(row["fold_epochs"]))
 
 
 def test_cv_help_names_its_options_without_loading_tensorflow() -> None:
@@ -123,36 +111,32 @@ def test_an_unknown_method_is_refused_with_the_list(capsys: pytest.CaptureFixtur
     from training import cv_command
 
     assert cv_command.main(["--methods", "today,magic"]) == 2
-    assert "Expected methods among today, all-rows" in capsys.readouterr().err
+    assert (
+        "Expected methods among today, ft-block13, ft-block13-swa. Received: 'magic'"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
 def test_cv_fine_tunes_the_exit_flow_per_fold_and_averages_from_the_second_epoch(
-    tmp_path: Path, data_dir: Path
+    tiny_pipeline: Pipeline,
 ) -> None:
-    """One tiny CV of today, ft-block13 and ft-block13-swa, shipping the averaged one."""
-    methods = "today,ft-block13,ft-block13-swa"
-    out, ship = cv_and_ship(tmp_path, data_dir, methods, "ft-block13-swa")
-    _, tuned, averaged = json.loads((out / "cv.json").read_text())["methods"]
-    assert tuned["method"] == "ft-block13" and tuned["config"]["fine_tune"] == "block13"
-    # The fine-tuning epochs are the scored ones, each fold's chosen on its inner holdout.
-    assert len(tuned["epoch_accuracy"]) == 5 and len(tuned["fold_epochs"]) == 3
-    assert all(1 <= e <= 5 for e in tuned["fold_epochs"])
-    # Fine-tuning moves the answers away from the head it started from.
-    assert not np.allclose(np.load(out / "oof-ft-block13.npy"), np.load(out / "oof-today.npy"))
-    assert tuned["accuracy_ci"][0] <= tuned["accuracy"] <= tuned["accuracy_ci"][1]
+    out = tiny_pipeline.cv
+    today, averaged = json.loads((out / "cv.json").read_text())["methods"]
+    assert averaged["method"] == "ft-block13-swa" and averaged["config"]["fine_tune"] == "block13"
     assert averaged["config"]["fine_tune_average_from"] == 2
-    assert "fine_tune_average_from" not in tuned["config"]
-    logits = {
-        name: np.load(next((out / "folds").glob(f"{name}-*.npz")))["per_epoch"]
-        for name in ("ft-block13", "ft-block13-swa")
-    }
-    # The same training run: epochs 1 and 2 are the trained weights (a mean of one).
-    np.testing.assert_allclose(logits["ft-block13-swa"][:2], logits["ft-block13"][:2], atol=1e-4)
-    # Shipped: the fine-tuned base inside the .h5 (checked by cv_command against its head).
-    checkpoint = find_checkpoint(ship)
+    assert "fine_tune_average_from" not in today["config"]
+    # The fine-tuning epochs are the scored ones, each fold's chosen on its inner holdout.
+    assert len(averaged["epoch_accuracy"]) == 5 and len(averaged["fold_epochs"]) == 3
+    assert all(1 <= e <= 5 for e in averaged["fold_epochs"])
+    # Fine-tuning moves the answers away from the head it started from.
+    assert not np.allclose(np.load(out / "oof-ft-block13-swa.npy"), np.load(out / "oof-today.npy"))
+    assert averaged["accuracy_ci"][0] <= averaged["accuracy"] <= averaged["accuracy_ci"][1]
+    # Shipped: the fine-tuned base inside the .h5 (checked by the engine against its head).
+    shipped = tiny_pipeline.shipped["ft-block13-swa"]
+    checkpoint = find_checkpoint(shipped)
     assert checkpoint.run == "cv_ft-block13-swa_s71_all"
-    entry = json.loads((ship / "manifest.json").read_text())["runs"][0]
+    entry = json.loads((shipped / "manifest.json").read_text())["runs"][0]
     epochs = entry["best_epoch"]
     assert entry["config"]["fine_tune_epochs"] == epochs == int(np.median(averaged["fold_epochs"]))
     averaged_over = f", weights averaged over fine-tuning epochs 2-{epochs}" if epochs > 1 else ""
@@ -176,14 +160,15 @@ def test_averaged_fine_tuning_answers_with_the_mean_of_its_epochs(
 
     import keras
 
-    from training import data, views
+    from training import data, features
     from training.finetune import fine_tune_fold, labelled_activations
     from training.methods import METHODS
     from training.model import make_base
 
     dataset = data.scan(copy_subset(data_dir, tmp_path / "data", LABELS, per_class=4))
     keras.utils.set_random_seed(0)  # one random base for the features and the activations
-    by_view, targets = views.labelled_features(dataset, ("orig",), 71, None, None)
+    pooled, targets = features.labelled_features(dataset, 71, None, None)
+    by_view = {"orig": pooled}
     keras.utils.set_random_seed(0)
     by_view["block13-input"] = labelled_activations(dataset, "block13", 71, None, None)
     everything = np.arange(len(targets))

@@ -153,7 +153,7 @@ CONTEXT_IN = [
 CONTEXT_OUT = [
     "pyproject.toml",
     "uv.lock",
-    "training/train.py",
+    "training/engine.py",
     "convert/pipeline.py",
     "tests/conftest.py",
     "data/clothing-dataset-small/train/pants/a.jpg",

@@ -56,7 +56,6 @@ OWNERS = {
     "sha256 of a file": (r"file_digest\(|sha256\(\w+\.read_bytes", "lambda_function/files.py"),
     "temp then rename": (r"mkstemp\(|with_suffix\(\"\.tmp|\.part\"", "lambda_function/files.py"),
     "dataset folder listing": (r"\.iterdir\(\)", "training/data.py"),
-    "selection rule text": (r"highest best-epoch validation accuracy", "training/config.py"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The dataset reader: layout, labels, cached pixels, and errors that name the bad file."""
+"""The dataset reader: layout, labels, decoded pixels, and errors that name the bad file."""
 
 from __future__ import annotations
 
@@ -33,18 +33,22 @@ def test_labels_are_sorted_class_folders_and_targets_follow_them(tiny: Path) -> 
         assert folders == ["dress", "dress", "hat", "hat", "pants", "pants"]
 
 
-def test_pixels_are_the_serving_contracts_and_are_cached_on_disk(tiny: Path, tmp_path) -> None:
+def test_pixels_are_the_serving_contracts(tiny: Path) -> None:
+    ds = data.scan(tiny)
+    path = ds["validation"].files[3]
+    pixels = data.decode_file(path, 71)
+    assert pixels.dtype == np.uint8 and pixels.shape == (71, 71, 3)
+    np.testing.assert_array_equal(pixels, preprocessing.load_pixels(path.read_bytes(), 71))
+
+
+def test_whole_split_pixels_are_cached_on_disk(tiny: Path, tmp_path: Path) -> None:
     ds = data.scan(tiny)
     cache = tmp_path / "cache"
     pixels = data.load_pixels(ds, "validation", 71, cache)
     assert pixels.dtype == np.uint8 and pixels.shape == (6, 71, 71, 3)
-    expected = preprocessing.load_pixels(ds["validation"].files[3].read_bytes(), 71)
-    np.testing.assert_array_equal(pixels[3], expected)
-    cached = list(cache.glob("pixels-71-*-validation.npy"))
-    assert len(cached) == 1
-    data.clear_memory_cache()
-    np.testing.assert_array_equal(np.load(cached[0]), pixels)
-    np.testing.assert_array_equal(data.load_pixels(ds, "validation", 71, cache), pixels)
+    np.testing.assert_array_equal(pixels[3], data.decode_file(ds["validation"].files[3], 71))
+    (cached,) = cache.glob("pixels-71-*-validation.npy")
+    np.testing.assert_array_equal(np.load(cached), pixels)
 
 
 def test_fingerprint_changes_when_an_image_changes(tiny: Path) -> None:
@@ -78,18 +82,16 @@ def test_class_folders_must_match_across_splits(tiny: Path) -> None:
 def test_unreadable_image_names_the_file_and_the_reason(tiny: Path) -> None:
     bad = tiny / "train" / "dress" / "broken.jpg"
     bad.write_bytes(b"this is not a JPEG")
-    ds = data.scan(tiny)
     with pytest.raises(data.DatasetError, match=rf"{re.escape(str(bad))}.*unsupported_image"):
-        data.load_pixels(ds, "train", 71)
+        data.decode_file(bad, 71)
 
 
 def test_truncated_image_names_the_file(tiny: Path) -> None:
     source = next((tiny / "train" / "hat").iterdir())
     bad = tiny / "train" / "hat" / "truncated.jpg"
     bad.write_bytes(source.read_bytes()[:2000])
-    ds = data.scan(tiny)
     with pytest.raises(data.DatasetError, match=rf"{re.escape(str(bad))}.*corrupt_image"):
-        data.load_pixels(ds, "train", 71)
+        data.decode_file(bad, 71)
 
 
 def test_missing_dataset_folder(tmp_path: Path) -> None:

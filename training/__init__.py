@@ -1,4 +1,5 @@
-"""Training: Keras Xception transfer learning, tuned, checkpointed, evaluated.
+"""Training: Keras Xception transfer learning, cross-validated, shipped, evaluated.
 
-``python -m training --help``; the model builder is :func:`training.model.make_model`.
+``python -m training --help``; the recipes are :mod:`training.methods`, the engine that
+trains them :mod:`training.engine`.
 """

@@ -1,9 +1,7 @@
-"""Training-time augmentation with Keras 3 preprocessing layers (train split only).
+"""Online augmentation settings of the PyTorch port (``torch_training``), free of any framework.
 
-The layers run inside the ``tf.data`` pipeline on float pixels in [0, 255], before
-scaling, and never inside the saved model: the checkpoint stays exactly the graph that
-is converted and served (no random ops for tf2onnx to trip on, nothing that could be
-left switched on at inference).
+The Keras path has no online augmentation any more: it tied at about 200x the cost
+(``docs/results/training-2026-11-29.md``; the Keras layers are at commit 161120f).
 """
 
 from __future__ import annotations
@@ -38,42 +36,3 @@ COURSE = Augmentation(flip=True, shear=0.1, zoom=0.1)
 """What the course's final 299 model trained with (shear, zoom, horizontal flip)."""
 
 ALL = Augmentation(flip=True, rotation=0.05, shift=0.1, shear=0.1, zoom=0.1, patch=0.5)
-
-
-def make_augmenter(aug: Augmentation, seed: int | None = None):
-    """A ``keras.Sequential`` of the layers for ``aug`` (on [0, 255] pixels); ``None`` if off."""
-    _validate(aug)
-    if not aug.enabled:
-        return None
-    import keras  # here, so that `--help` does not wait for TensorFlow
-    from keras import layers
-
-    stack = []
-    if aug.flip:
-        stack.append(layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation:
-        stack.append(layers.RandomRotation(aug.rotation, fill_mode="nearest", seed=seed))
-    if aug.shift:
-        stack.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="nearest", seed=seed))
-    if aug.shear:
-        stack.append(
-            layers.RandomShear(
-                x_factor=aug.shear, y_factor=aug.shear, fill_mode="nearest", seed=seed
-            )
-        )
-    if aug.zoom:
-        stack.append(layers.RandomZoom(aug.zoom, fill_mode="nearest", seed=seed))
-    if aug.patch:
-        stack.append(
-            layers.RandomErasing(
-                factor=aug.patch, scale=(0.02, 0.2), fill_value=0.0, value_range=(0, 255), seed=seed
-            )
-        )
-    return keras.Sequential(stack, name="augmentation")
-
-
-def _validate(aug: Augmentation) -> None:
-    for name in ("rotation", "shift", "shear", "zoom", "patch"):
-        value = getattr(aug, name)
-        if not 0 <= value <= 1:
-            raise ValueError(f"Expected augmentation {name} in [0, 1]. Received: {name}={value}")

@@ -128,9 +128,9 @@ def confidence_threshold(probs: np.ndarray, targets: np.ndarray, target: float) 
 
 
 def apply_threshold(
-    probs: np.ndarray, targets: np.ndarray, threshold: float
+    probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray
 ) -> tuple[float, float]:
-    """(precision, coverage) of ``top probability >= threshold`` on other photos."""
+    """(precision, coverage) of ``top probability >= threshold`` (one, or one per photo)."""
     confident = probs.max(axis=1) >= threshold
     if not confident.any():
         return 1.0, 0.0

@@ -1,134 +1,113 @@
-"""What each ``python -m training`` command does, given parsed :class:`~training.config.Options`."""
+"""``python -m training train`` and ``evaluate``, on the one engine (:mod:`training.engine`)."""
 
 from __future__ import annotations
 
+import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from training import data, manifest, plots
-from training.config import RULE, Options
+from training import config, data, engine, features, manifest
 from training.evaluate import evaluate_checkpoint
-from training.finetune import fine_tune_run
-from training.runs import RunResult
-from training.train import train_run
-from training.tune import sweep, write_table
-from training.workspace import Workspace
+from training.methods import METHODS, TUNABLE, override
 
 
-def run(options: Options) -> int:
+def run(args: argparse.Namespace) -> int:
     """Dispatch to the command; returns the exit code."""
-    ws = workspace(options)
-    command = {"train": train, "tune": tune, "evaluate": evaluate}[options.command]
-    return command(ws, options)
+    return {"train": train, "evaluate": evaluate}[args.command](args)
 
 
-def workspace(options: Options) -> Workspace:
-    """Dataset checked, device strategy chosen (GPUs when TensorFlow sees them)."""
-    dataset = data.scan(options.data_dir)
-    gpus = tf.config.list_physical_devices("GPU")
-    if options.mixed_precision:
-        import keras
-
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    print(
-        f"dataset {dataset.root}: {', '.join(f'{s} {len(dataset[s])}' for s in data.SPLITS)} "
-        f"images, {len(dataset.labels)} classes; devices: {len(gpus)} GPU(s)"
-        + (", mixed precision" if options.mixed_precision else ""),
-        flush=True,
-    )
-    return Workspace(
-        dataset=dataset,
-        weights=options.weights,
-        output_dir=options.output_dir,
-        cache_dir=options.cache_dir,
-        strategy=strategy,
-        verbose=options.verbose,
-    )
-
-
-def train(ws: Workspace, options: Options) -> int:
+def train(args: argparse.Namespace) -> int:
+    """Fit the method on train, keep the best validation epoch, save, record, score on test."""
+    given = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}
+    method = override(METHODS[args.method], **given)
+    dataset = data.scan(args.data_dir)
+    weights = config.weights(args.weights)
+    by_input, targets = engine.inputs([method], dataset, args.image_size, weights, args.cache_dir)
+    rows = split_rows(dataset)
     start = time.perf_counter()
-    cfg = options.run
-    head = train_run(ws, replace(cfg, fine_tune_from=""))
-    _say(head)
-    results = [head]
-    if cfg.fine_tune_from:
-        results.append(fine_tune_run(ws, cfg, head))
-        _say(results[-1])
-    # The one to ship: the best by validation accuracy; fine-tuning wins a tie.
-    best = max(reversed(results), key=lambda r: r.best_val_accuracy)
-    record_runs(ws, results, best.name)
-    print(f"best_run: {best.name}", flush=True)
-    if options.evaluate:
-        for result in results:
-            metrics = evaluate_run(ws, result.name, result)
-            print(f"{result.name}: test accuracy {metrics['accuracy']:.4f}", flush=True)
-    print(f"manifest: {ws.output_dir / manifest.NAME} ({time.perf_counter() - start:.0f} s)")
-    return 0
-
-
-def _say(result: RunResult) -> None:
+    fitted = engine.fit(
+        method,
+        by_input,
+        targets,
+        rows["train"],
+        rows["test"],
+        len(dataset.labels),
+        args.seed,
+        engine.fresh_base(args.image_size, weights),
+        rows["validation"],
+        keep_best=True,
+    )
+    seconds = time.perf_counter() - start
+    val = fitted.run.inner_accuracy
+    assert val is not None  # the validation split is the inner holdout
+    epoch = int(np.argmax(val)) + 1  # the first of equals, as the saved weights are
+    name = args.name or f"{method.name}_s{args.image_size}"
+    checkpoint = engine.save(fitted, dataset, args.output_dir / "runs" / name, epoch, val.max())
+    entry = manifest.entry(
+        name,
+        args.output_dir,
+        checkpoint,
+        method,
+        args.image_size,
+        dataset.labels,
+        {"data": dataset.fingerprint, "weights": features.weights_fingerprint(weights)},
+        best_epoch=epoch,
+        best_val_accuracy=float(val.max()),
+        seconds=seconds,
+        path=engine.path(method),
+        history={"val_accuracy": [float(a) for a in val]},
+        trained_on="the train split; epoch chosen on the validation split",
+    )
+    manifest.record(args.output_dir, [entry], name)
     print(
-        f"{result.name}: best epoch {result.best_epoch}, val_accuracy "
-        f"{result.best_val_accuracy:.4f} -> {result.checkpoint} ({result.seconds:.0f} s)",
+        f"{name}: best epoch {epoch}, val_accuracy {val.max():.4f} -> {checkpoint} "
+        f"({seconds:.0f} s)",
         flush=True,
     )
-
-
-def tune(ws: Workspace, options: Options) -> int:
-    rows, best = sweep(ws, options.run, options.sweep)
-    unique = list({row.result.name: row.result for row in rows}.values())
-    record_runs(ws, unique, best.name, selection_rule=RULE)
-    paths = write_table(rows, best, ws.output_dir)
-    print(paths["md"].read_text())
-    print(f"best: {best.name} (val_accuracy {best.best_val_accuracy:.4f}); table: {paths['md']}")
+    if not args.no_evaluate:
+        metrics = evaluate_run(args, name, fast=fitted.run.logits[epoch - 1])
+        print(f"{name}: test accuracy {metrics['accuracy']:.4f}", flush=True)
+    print(f"manifest: {args.output_dir / manifest.NAME}")
     return 0
 
 
-def evaluate(ws: Workspace, options: Options) -> int:
-    record = _find_run(ws.output_dir, options.run_name)
-    metrics = evaluate_run(ws, record["name"], None, split=options.split)
-    print(f"{options.split} accuracy {metrics['accuracy']:.4f} ({metrics['n_images']} images)")
+def split_rows(dataset: data.Dataset) -> dict[str, np.ndarray]:
+    """Each split's rows among every labelled photo (the splits in order, as cached)."""
+    rows, start = {}, 0
+    for split in dataset.splits:
+        rows[split] = np.arange(start, start + len(dataset[split]))
+        start += len(dataset[split])
+    return rows
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    record = _find_run(args.output_dir, args.run)
+    metrics = evaluate_run(args, record["name"], split=args.split)
+    print(f"{args.split} accuracy {metrics['accuracy']:.4f} ({metrics['n_images']} images)")
     return 0
-
-
-def record_runs(
-    ws: Workspace, results: list[RunResult], best_run: str, *, selection_rule: str | None = None
-) -> None:
-    """Learning curves next to each checkpoint, and the runs in the manifest."""
-    for result in results:
-        plots.learning_curves(
-            {result.name: result.history},
-            result.checkpoint.parent / "learning_curve.png",
-            f"{result.name}: train (dashed) vs validation (solid)",
-        )
-    entries = [manifest.run_entry(r, ws.output_dir, ws.labels, ws.fingerprint()) for r in results]
-    manifest.record(ws.output_dir, entries, best_run, selection_rule=selection_rule)
 
 
 def evaluate_run(
-    ws: Workspace, run_name: str, result: RunResult | None, split: str = "test"
+    args: argparse.Namespace, run_name: str, split: str = "test", fast: np.ndarray | None = None
 ) -> dict:
-    """Score the run's checkpoint file on ``split`` and store the numbers in the manifest."""
-    record = _find_run(ws.output_dir, run_name)
-    size = record["config"]["image_size"]
-    checkpoint = ws.output_dir / record["best_checkpoint"]
+    """Score the run's saved ``.h5`` on ``split``; on test, store the numbers in the manifest.
+
+    ``fast``: what training measured on the cached inputs, compared with the saved file.
+    """
+    record = _find_run(args.output_dir, run_name)
+    checkpoint = args.output_dir / record["best_checkpoint"]
     plot = checkpoint.parent / f"confusion_{split}.png"
-    metrics, logits = evaluate_checkpoint(ws, checkpoint, size, split, plot)
-    if result is not None and result.fast_predict is not None:
-        # What training measured (on cached features/activations) vs the saved .h5.
-        fast = np.asarray(result.fast_predict(split))
+    dataset = data.scan(args.data_dir)
+    metrics, logits = evaluate_checkpoint(checkpoint, dataset, split, plot)
+    if fast is not None:
         metrics["fast_path_agreement"] = {
             "max_abs_logit_diff": float(np.abs(fast - logits).max()),
             "same_prediction": float((fast.argmax(1) == logits.argmax(1)).mean()),
         }
     if split == "test":
-        manifest.set_test(ws.output_dir, run_name, metrics)
+        manifest.set_test(args.output_dir, run_name, metrics)
     return metrics
 
 

@@ -1,35 +1,67 @@
-"""Settings, free of TensorFlow: one run, a sweep, the command line, and the selection rule.
+"""Settings, free of TensorFlow: where things are, the base, the seed, the image size.
 
-Everything a default or a rule is written down as lives here once; the command line
-(:mod:`training.cli`) builds its argparse defaults from these dataclasses, and the
-code that trains (:mod:`training.commands`, :mod:`training.tune`) reads the same ones.
+Each default is written down here once; both commands (``train``, ``cv``) build their
+common options with :func:`add_common`. The recipe itself is a
+:class:`training.methods.Method`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.augment import COURSE, Augmentation
+from training.augment import Augmentation
+from training.tf_logs import TF_LOG_HELP
 
-RULE = (
-    "best = highest best-epoch validation accuracy; ties -> fewer trainable parameters, "
-    "then earlier best epoch, then earlier in the sweep"
-)
-"""How a sweep (and each of its stages) picks its best run: :func:`training.tune.pick_best`."""
-
-STAGES = ("lr", "inner", "dropout", "aug")
-"""The sweep's stages, in the order they run by default."""
-
-TRAINING_DIR = Path("artifacts/training")
-TUNING_DIR = Path("artifacts/tuning")
-CACHE_DIR = Path("artifacts/cache")
 DATA_DIR = Path("data/clothing-dataset-small")
+TRAINING_DIR = Path("artifacts/training")
+CV_DIR = Path("artifacts/cv")
+CACHE_DIR = Path("artifacts/cache")
+WEIGHTS = "imagenet"
+IMAGE_SIZE = 299
+SEED = 1
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Data, base weights, cache, seed, image size and log options (``$DATA_DIR``, ...)."""
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DATA_DIR", DATA_DIR)),
+        help="dataset root with train/, validation/, test/, one folder per class "
+        f"(default: $DATA_DIR or {DATA_DIR})",
+    )
+    p.add_argument(
+        "--weights",
+        default=os.environ.get("XCEPTION_WEIGHTS", WEIGHTS),
+        help="base weights: 'imagenet' (Keras download), a .weights.h5 path (include_top="
+        "False), or 'none' for random weights (tests) (default: $XCEPTION_WEIGHTS or imagenet)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=CACHE_DIR,
+        help="base features and activations, reused across runs (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=SEED, help="seed (default: %(default)s)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=IMAGE_SIZE,
+        help="input size in px, >= 71 (default: %(default)s)",
+    )
+    p.add_argument("--tf-log", action="store_true", help=TF_LOG_HELP)
+
+
+def weights(value: str | None) -> str | None:
+    """The ``--weights`` value as the base takes it (``none``: random weights)."""
+    return None if value is None or str(value).lower() == "none" else value
 
 
 def check_head(size_inner: int, droprate: float, n_classes: int) -> None:
-    """Refuse head settings no framework can build (both trainers call this)."""
+    """Refuse head settings no framework can build (both frameworks call this)."""
     if size_inner < 0:
         raise ValueError(f"Expected size_inner >= 0 (0: no inner layer). Received: {size_inner}")
     if not 0 <= droprate < 1:
@@ -40,9 +72,9 @@ def check_head(size_inner: int, droprate: float, n_classes: int) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The settings of one run (what the manifest records under ``config``)."""
+    """The PyTorch port's run settings (``torch_training``); the Keras path uses ``Method``."""
 
-    image_size: int = 299
+    image_size: int = IMAGE_SIZE
     learning_rate: float = 1e-3
     size_inner: int = 100
     droprate: float = 0.2
@@ -51,12 +83,11 @@ class RunConfig:
     label_smoothing: float = 0.0
     l2: float = 0.0
     augmentation: Augmentation = field(default_factory=Augmentation)
-    seed: int = 1
+    seed: int = SEED
     name: str = ""
     fine_tune_from: str = ""  # "": frozen base; "block13"/"block14": fine-tune from there up
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-4
-    fine_tune_flip: bool = False  # add mirrored copies of the train images (cached too)
 
     @property
     def fast(self) -> bool:
@@ -82,8 +113,6 @@ class RunConfig:
             parts.append("aug")
         if self.fine_tune_from:
             parts.append(f"ft{self.fine_tune_from.removeprefix('block')}")
-            if self.fine_tune_flip:
-                parts.append("flip")
         return "_".join(parts)
 
     def to_dict(self) -> dict:
@@ -93,37 +122,3 @@ class RunConfig:
         if self.fine_tune_from:
             record["path"] = f"fine-tune from {self.fine_tune_from} (cached activations)"
         return record
-
-
-TUNE_RUN = RunConfig(image_size=150)
-"""The configuration a sweep starts from: 150 px to explore, 299 (the default) to ship."""
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """The values each stage of a sweep tries, and which stages run."""
-
-    learning_rates: Sequence[float] = (0.0001, 0.001, 0.01, 0.1)
-    inner_sizes: Sequence[int] = (10, 100, 1000)
-    droprates: Sequence[float] = (0.0, 0.2, 0.5, 0.8)
-    augmentation: Augmentation = COURSE
-    aug_epochs: int | None = None  # epochs of the augmented run (None: the base config's)
-    stages: Sequence[str] = STAGES
-
-
-@dataclass(frozen=True)
-class Options:
-    """A parsed ``python -m training`` command line."""
-
-    command: str
-    data_dir: Path = DATA_DIR
-    weights: str | None = "imagenet"  # a .weights.h5 path, "imagenet", or None (random)
-    output_dir: Path = TRAINING_DIR
-    cache_dir: Path | None = CACHE_DIR
-    run: RunConfig = field(default_factory=RunConfig)
-    verbose: int = 2
-    mixed_precision: bool = False
-    evaluate: bool = True  # train: score the best checkpoint on test afterwards
-    run_name: str | None = None  # evaluate: None = the manifest's best_run
-    split: str = "test"  # evaluate
-    sweep: SweepPlan = field(default_factory=SweepPlan)  # tune

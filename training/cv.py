@@ -32,7 +32,7 @@ import numpy as np
 
 from training import calibration
 from training.folds import bootstrap_interval, fold_indices, stratified_folds
-from training.methods import Method, train_head
+from training.methods import FEATURES, Method, train_head
 
 CONFIDENT_PRECISION = 0.97
 
@@ -51,7 +51,7 @@ class MethodResult:
 
 def cross_validate(
     method: Method,
-    views: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray],
     targets: np.ndarray,
     fold: np.ndarray,
     n_classes: int,
@@ -67,14 +67,14 @@ def cross_validate(
     ``base`` builds a fresh frozen base, for methods that fine-tune it.
     """
     start = time.perf_counter()
-    path = _cache_file(cache_dir, method, views, targets, fold, seed)
+    path = _cache_file(cache_dir, method, inputs, targets, fold, seed)
     if path is not None and path.is_file():
         saved = np.load(path)
         per_epoch, inner_best, seconds = saved["per_epoch"], saved["inner_best"].tolist(), 0.0
         log(f"  {method.name}: reused {path}")
     else:
         per_epoch, inner_best = _train_folds(
-            method, views, targets, fold, n_classes, seed, log, base
+            method, inputs, targets, fold, n_classes, seed, log, base
         )
         seconds = time.perf_counter() - start
         if path is not None:
@@ -97,7 +97,7 @@ def cross_validate(
 
 def _train_folds(
     method: Method,
-    views: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray],
     targets: np.ndarray,
     fold: np.ndarray,
     n_classes: int,
@@ -115,13 +115,13 @@ def _train_folds(
             from training.finetune import fine_tune_fold
 
             run = fine_tune_fold(
-                method, views, targets, train_rows, held_out, n_classes, seed + i, base
+                method, inputs, targets, train_rows, held_out, n_classes, seed + i, base
             )
         else:
-            run = train_head(method, views, targets, train_rows, held_out, n_classes, seed + i)
+            run = train_head(method, inputs, targets, train_rows, held_out, n_classes, seed + i)
         per_epoch[:, held_out] = run.logits
         accuracy = (run.logits.argmax(axis=2) == targets[held_out]).mean(axis=1)
-        if run.inner_accuracy is not None:  # today's recipe: first best epoch on the holdout
+        if run.inner_accuracy is not None:  # first best epoch on the inner holdout
             inner_best.append(int(np.argmax(run.inner_accuracy)) + 1)
         log(
             f"  {method.name} fold {i}: {time.perf_counter() - start:.0f} s, held-out accuracy "
@@ -133,7 +133,7 @@ def _train_folds(
 def _cache_file(
     cache_dir: Path | None,
     method: Method,
-    views: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray],
     targets: np.ndarray,
     fold: np.ndarray,
     seed: int,
@@ -141,9 +141,9 @@ def _cache_file(
     if cache_dir is None:
         return None
     digest = hashlib.sha256(json.dumps(method.to_dict(), sort_keys=True).encode())
-    for array in (targets, fold, *(views[v][:64] for v in method.views)):
+    for array in (targets, fold, *(inputs[v][:64] for v in method.inputs)):
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(f"{seed}:{len(views['orig'])}".encode())
+    digest.update(f"{seed}:{len(inputs[FEATURES])}".encode())
     return cache_dir / f"{method.name}-{digest.hexdigest()[:16]}.npz"
 
 
@@ -164,14 +164,11 @@ def cross_fitted_threshold(
     probs: np.ndarray, targets: np.ndarray, fold: np.ndarray, target: float
 ) -> tuple[float, float]:
     """(precision, coverage) of ``confident`` on each fold with a threshold from the others."""
-    confident = np.zeros(len(targets), dtype=bool)
+    cuts = np.empty(len(targets))
     for _, others, held_out in fold_indices(fold):
         cut = calibration.confidence_threshold(probs[others], targets[others], target).threshold
-        confident[held_out] = probs[held_out].max(axis=1) >= cut
-    if not confident.any():
-        return 1.0, 0.0
-    correct = probs.argmax(axis=1) == targets
-    return float(correct[confident].mean()), float(confident.mean())
+        cuts[held_out] = cut
+    return calibration.apply_threshold(probs, targets, cuts)
 
 
 def evaluate(
@@ -246,18 +243,18 @@ def paired_difference(
     return float(diff.mean()), bootstrap_interval(diff, resamples=resamples, seed=seed)
 
 
-def choose(rows: Sequence[dict], reference: str, shippable: Callable[[dict], bool]) -> str:
-    """The method to ship: the most accurate shippable one whose gain over ``reference`` has
-    a 95% interval above zero; ``reference`` itself when none has."""
-    winners = [r for r in rows if r["kept"] and shippable(r)]
+def choose(rows: Sequence[dict], reference: str) -> str:
+    """The method to ship: the most accurate one whose gain over ``reference`` has a 95%
+    interval above zero (the first of equals); ``reference`` itself when none has."""
+    winners = [r for r in rows if r["kept"]]
     if not winners:
         return reference
-    return max(winners, key=lambda r: (r["accuracy"], -len(r["config"]["train_views"])))["method"]
+    return max(winners, key=lambda r: r["accuracy"])["method"]
 
 
 def run(
     methods: Sequence[Method],
-    views: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray],
     targets: np.ndarray,
     *,
     k: int,
@@ -280,7 +277,7 @@ def run(
     for method in methods:
         log(f"{method.name}: {method.description}")
         results[method.name] = cross_validate(
-            method, views, targets, fold, n_classes, seed, log, cache_dir, base
+            method, inputs, targets, fold, n_classes, seed, log, cache_dir, base
         )
         rows.append(evaluate(results[method.name], targets, fold, seed=seed))
         log(f"  accuracy {rows[-1]['accuracy']:.4f} {rows[-1]['accuracy_ci']}")

@@ -69,8 +69,7 @@ def markdown(report: dict) -> str:
         "by the head of the fold that never saw it. Epoch counts, temperatures and thresholds "
         "used for a fold's predictions are fitted on the other folds' predictions. Intervals: "
         "95% percentile bootstrap over photos (2,000 resamples); gains: paired bootstrap of the "
-        "per-photo difference. A method is kept only if its gain's interval is above zero. "
-        f"{report.get('note', '')}",
+        "per-photo difference. A method is kept only if its gain's interval is above zero.",
         "",
     ]
     return "\n".join(lines)
@@ -112,6 +111,4 @@ def _pm(value: float | None, ci: Sequence[float], sign: bool = False) -> str:
 def _kept(row: dict, report: dict) -> str:
     if row["method"] == report["reference"]:
         return "reference"
-    if row["config"].get("tta_flip") and not report.get("tta_servable", False):
-        return "no (serving speed gate)" if row.get("kept") else "no"
     return "yes" if row.get("kept") else "no"

@@ -1,10 +1,9 @@
-"""The dataset on disk: splits, labels, decoded pixels and their cache.
+"""The dataset on disk: splits, labels, and each photo decoded as serving decodes it.
 
 Layout: ``DATA_DIR/{train,validation,test}/<class>/<image>``. Labels are the sorted
 class folder names of the train split; the other splits must use the same folders.
-Pixels are decoded and resized with the serving package's preprocessing contract
-(:func:`lambda_function.preprocessing.load_pixels`), once per (image size, data
-fingerprint), then kept as uint8 ``.npy`` files under the cache folder and in memory.
+Photos are decoded and resized with the serving package's preprocessing contract
+(:func:`lambda_function.preprocessing.load_pixels`).
 """
 
 from __future__ import annotations
@@ -127,7 +126,11 @@ def _with_extra(split: Split, labels: tuple[str, ...], folder: Path) -> tuple[Sp
 def load_pixels(
     dataset: Dataset, split: str, image_size: int, cache_dir: Path | None = None
 ) -> np.ndarray:
-    """uint8 pixels ``(N, size, size, 3)`` of one split, decoded once and then cached."""
+    """uint8 pixels ``(N, size, size, 3)`` of one split, decoded once and then cached.
+
+    Whole splits in memory: only the PyTorch port's augmented path reads them this way
+    (the Keras path streams photos a batch at a time, :mod:`training.features`).
+    """
     key = (dataset.fingerprint, split, image_size)
     if key in _MEMORY:
         return _MEMORY[key]
@@ -168,11 +171,6 @@ def decode_file(path: Path, image_size: int) -> np.ndarray:
         return preprocessing.load_pixels(path.read_bytes(), image_size)
     except preprocessing.ImageError as exc:
         raise DatasetError(f"Expected a readable image at {path}. {exc} ({exc.code})") from exc
-
-
-def clear_memory_cache() -> None:
-    """Forget the pixels kept in memory (the disk cache stays)."""
-    _MEMORY.clear()
 
 
 _MEMORY: dict[tuple[str, str, int], np.ndarray] = {}

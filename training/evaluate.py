@@ -5,28 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from training import pipeline, plots
-from training.workspace import Workspace
+from training import features, plots
+from training.data import Dataset
 
 
 def evaluate_checkpoint(
-    ws: Workspace, checkpoint: Path, image_size: int, split: str = "test", plot: Path | None = None
+    checkpoint: Path, dataset: Dataset, split: str = "test", plot: Path | None = None
 ) -> tuple[dict, np.ndarray]:
     """Reload ``checkpoint`` from disk and score it on ``split``; return (metrics, logits)."""
+    import keras
+
     model = keras.models.load_model(checkpoint, compile=False)
-    batches = pipeline.make_dataset(
-        ws.pixels(split, image_size), ws.targets(split), len(ws.labels), batch_size=32
-    )
-    logits = np.asarray(model.predict(batches, verbose=ws.verbose))
-    metrics = classification_metrics(ws.targets(split), logits.argmax(axis=1), ws.labels)
+    size = model.input_shape[1]
+    logits = features.stream(model, dataset[split].files, size, desc=f"{split}@{size}")
+    targets = dataset[split].targets
+    metrics = classification_metrics(targets, logits.argmax(axis=1), dataset.labels)
     metrics["split"] = split
     if plot is not None:
         plots.confusion_matrix(
             np.array(metrics["confusion_matrix"]),
-            ws.labels,
+            dataset.labels,
             plot,
             f"{split}: accuracy {metrics['accuracy']:.3f} ({checkpoint.name})",
         )

@@ -12,16 +12,50 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from lambda_function import files
 from training.config import RunConfig
+from training.methods import Method
 
 NAME = "manifest.json"
 
 
+def entry(
+    name: str,
+    root: Path,
+    checkpoint: Path,
+    method: Method,
+    image_size: int,
+    labels: Sequence[str],
+    fingerprint: dict,
+    *,
+    best_epoch: int,
+    best_val_accuracy: float,
+    seconds: float,
+    path: str,
+    **extra: Any,
+) -> dict:
+    """The manifest record of one saved network (``train`` and ``cv --ship`` write it)."""
+    return {
+        "name": name,
+        "config": {**method.to_dict(), "image_size": image_size, "name": name, "path": path},
+        "labels": list(labels),
+        "best_checkpoint": checkpoint.relative_to(root).as_posix(),
+        "best_epoch": best_epoch,
+        "best_val_accuracy": best_val_accuracy,
+        **extra,
+        "fingerprint": fingerprint,
+        "train_seconds": round(seconds, 2),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "checkpoint_sha256": files.sha256_file(checkpoint),
+    }
+
+
 @dataclass(frozen=True)
 class RunRecord:
-    """What a finished run leaves on disk: the facts the manifest records of it."""
+    """A PyTorch run's facts (``torch_training``; the Keras path writes :func:`entry`)."""
 
     config: RunConfig
     checkpoint: Path
@@ -37,7 +71,7 @@ class RunRecord:
 
 
 def run_entry(result: RunRecord, root: Path, labels: Sequence[str], fingerprint: dict) -> dict:
-    """The manifest record of one run."""
+    """The manifest record of one PyTorch run."""
     return {
         "name": result.name,
         "config": result.config.to_dict(),

@@ -1,8 +1,8 @@
-"""The network: a frozen ImageNet Xception base and a small dense top that we train.
+"""The network: a frozen ImageNet Xception base (pooled by Keras) and a small dense top.
 
 The top's layers are built once and shared by two functional models: ``top`` (pooled
-2048-d features in, logits out: what the fast path trains) and the full model (image in,
-logits out: what is checkpointed and converted). Training one trains the other.
+2048-d features in, logits out: what training fits on cached features) and the full model
+(image in, logits out: what is checkpointed and converted). Training one trains the other.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import keras
 from keras import layers
 
 from lambda_function.model_metadata import OUTPUT
-from training.config import RunConfig, check_head
+from training.config import check_head
 
 MIN_IMAGE_SIZE = 71
 N_FEATURES = 2048  # Xception's pooled output width
@@ -26,55 +26,24 @@ class Network:
 
     model: keras.Model  # (N, size, size, 3) scaled pixels -> (N, n_classes) logits
     top: keras.Model  # (N, 2048) pooled features -> the same logits
-    base: keras.Model  # Xception without its top, frozen
-
-
-def make_model(
-    image_size: int = RunConfig.image_size,
-    learning_rate: float = RunConfig.learning_rate,
-    size_inner: int = RunConfig.size_inner,
-    droprate: float = RunConfig.droprate,
-    weights: str | Path | None = "imagenet",
-    n_classes: int = 10,
-    *,
-    label_smoothing: float = RunConfig.label_smoothing,
-    l2: float = RunConfig.l2,
-) -> keras.Model:
-    """A compiled full model: frozen Xception, global average pooling, dense top, logits.
-
-    The defaults are :class:`training.config.RunConfig`'s (what ``python -m training train``
-    trains).
-
-    Args:
-        image_size: input height and width in pixels (>= 71); 150 to explore, 299 to ship.
-        learning_rate: Adam's learning rate.
-        size_inner: width of the inner ``Dense(relu)`` layer; 0 leaves it out.
-        droprate: dropout after the inner layer (0 <= droprate < 1).
-        weights: ``"imagenet"`` (download), the path of a ``.weights.h5`` file of the
-            base without its top, or ``None`` (random, for tests).
-        n_classes: number of classes (outputs are logits, one per class).
-        label_smoothing: label smoothing of the categorical cross-entropy.
-        l2: L2 penalty on the dense layers' kernels.
-    """
-    network = make_network(
-        image_size, size_inner, droprate, weights, n_classes, l2=l2, name="xception_v1"
-    )
-    compile_model(network.model, learning_rate, label_smoothing=label_smoothing)
-    return network.model
+    base: keras.Model  # Xception without its top, average-pooled, frozen
 
 
 def make_network(
-    image_size: int = RunConfig.image_size,
-    size_inner: int = RunConfig.size_inner,
-    droprate: float = RunConfig.droprate,
+    image_size: int,
+    size_inner: int,
+    droprate: float,
     weights: str | Path | None = "imagenet",
     n_classes: int = 10,
     *,
-    l2: float = RunConfig.l2,
+    l2: float = 0.0,
     base: keras.Model | None = None,
     name: str = "xception_v1",
 ) -> Network:
     """Build (uncompiled) the full model and the feature-level top sharing its layers.
+
+    ``size_inner`` is the inner ``Dense(relu)`` width (0: none), ``droprate`` the dropout
+    after it (a :class:`training.methods.Method` holds both).
 
     ``base`` reuses an already built (frozen) base instead of building one from ``weights``.
     """
@@ -83,14 +52,11 @@ def make_network(
     features = keras.Input((N_FEATURES,), name="features")
     top = keras.Model(features, _apply(head, features), name="top")
     inputs = keras.Input((image_size, image_size, 3), name="input")
-    pooled = layers.GlobalAveragePooling2D(name="pooling")(base(inputs, training=False))
-    model = keras.Model(inputs, _apply(head, pooled), name=name)
+    model = keras.Model(inputs, _apply(head, base(inputs, training=False)), name=name)
     return Network(model=model, top=top, base=base)
 
 
-def make_top(
-    size_inner: int = 100, droprate: float = 0.2, n_classes: int = 10, *, l2: float = 0.0
-) -> keras.Model:
+def make_top(size_inner: int, droprate: float, n_classes: int, *, l2: float = 0.0) -> keras.Model:
     """The dense top alone (pooled features in, logits out), layer for layer the full model's.
 
     Its weights fit ``make_network(...).top`` with the same settings (``set_weights``).
@@ -101,22 +67,19 @@ def make_top(
 
 
 def make_base(image_size: int, weights: str | Path | None = "imagenet") -> keras.Model:
-    """Xception without its top, frozen (``trainable=False``)."""
+    """Xception without its top, global-average-pooled (2048-d out), frozen.
+
+    Also the feature extractor: scaled pixels in, exactly what the top of the full model sees.
+    """
     _check_image_size(image_size)
     base = keras.applications.Xception(
         weights=_check_weights(weights),
         include_top=False,
         input_shape=(image_size, image_size, 3),
+        pooling="avg",
     )
     base.trainable = False
     return base
-
-
-def make_feature_extractor(base: keras.Model) -> keras.Model:
-    """Scaled pixels to pooled 2048-d features: exactly the full model below its top."""
-    inputs = keras.Input(base.input_shape[1:], name="input")
-    pooled = layers.GlobalAveragePooling2D(name="pooling")(base(inputs, training=False))
-    return keras.Model(inputs, pooled, name="features")
 
 
 def compile_model(

@@ -1,8 +1,8 @@
-"""Pictures people would rather look at than read: learning curves, confusion matrix."""
+"""Pictures people would rather look at than read: the confusion matrix."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,27 +10,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
-
-
-def learning_curves(
-    histories: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = ""
-) -> Path:
-    """Train (dashed) vs validation (solid) accuracy per epoch, one colour per setting."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, (label, history) in enumerate(histories.items()):
-        colour = f"C{i % 10}"
-        epochs = np.arange(1, len(history["val_accuracy"]) + 1)
-        ax.plot(epochs, history["val_accuracy"], "-", color=colour, label=f"{label} (val)")
-        train_label = f"{label} (train)"
-        ax.plot(epochs, history["accuracy"], "--", color=colour, alpha=0.6, label=train_label)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy")
-    ax.set_title(title or "learning curves: train (dashed) vs validation (solid)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
-    return _save(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> Path:

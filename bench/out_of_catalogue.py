@@ -162,7 +162,7 @@ def fold_scores(
     """Out-of-fold logits of every photo (and of ``extra`` per fold) from heads trained
     without class ``left_out``; pooled features' Gaussians fitted on the same rows."""
     from training.folds import fold_indices
-    from training.methods import TODAY, train_head
+    from training.methods import FEATURES, TODAY, train_head
 
     keep = (
         np.arange(targets.max() + 1)
@@ -182,7 +182,7 @@ def fold_scores(
         rows = train_rows[mapped[train_rows] >= 0]
         run = train_head(
             TODAY,
-            {"orig": everything},
+            {FEATURES: everything},
             np.concatenate([mapped.clip(min=0), np.zeros(len(extra), dtype=int)]),
             rows,
             np.concatenate([held_out, extra_rows]),
@@ -253,22 +253,23 @@ def evaluate(
 
 
 def run(options: argparse.Namespace) -> dict:
+    from lambda_function.preprocessing import scale
     from training.calibration import softmax
     from training.data import scan
-    from training.features import extract
+    from training.features import labelled_features
     from training.folds import stratified_folds
-    from training.model import make_base, make_feature_extractor
-    from training.views import labelled_features
+    from training.model import make_base
 
     dataset = scan(options.data_dir)
-    views, targets = labelled_features(
-        dataset, ("orig",), options.image_size, options.weights, options.cache_dir
+    features, targets = labelled_features(
+        dataset, options.image_size, options.weights, options.cache_dir
     )
-    features = views["orig"].astype(np.float32)
+    features = features.astype(np.float32)
     fold = stratified_folds(targets, options.k, options.seed)
     images = with_crops(package_images(options.limit))
-    extractor = make_feature_extractor(make_base(options.image_size, options.weights))
-    extra = extract(extractor, image_pixels(images, options.image_size), desc="non-clothing")
+    base = make_base(options.image_size, options.weights)
+    pixels = scale(image_pixels(images, options.image_size))
+    extra = np.asarray(base.predict(pixels, batch_size=32, verbose=0), dtype=np.float32)
     print(f"{len(targets)} labelled photos, {len(images)} non-clothing images")
 
     report: dict = {"photos": len(targets), "non_clothing": len(images), "near": {}, "far": {}}

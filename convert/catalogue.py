@@ -13,7 +13,7 @@ named with :data:`PREFIX` so that int8 quantisation leaves them in float.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def add_distance(proto: onnx.ModelProto, catalogue: Catalogue) -> onnx.ModelProt
     for name, value in constants.items():
         graph.initializer.append(numpy_helper.from_array(value, PREFIX + name))
 
-    def node(op: str, inputs: list[str], name: str, out: str = "", **attrs: object) -> str:
+    def node(op: str, inputs: list[str], name: str, out: str = "", **attrs: Any) -> str:
         out = out or PREFIX + name
         graph.node.append(helper.make_node(op, inputs, [out], name=PREFIX + name, **attrs))
         return out

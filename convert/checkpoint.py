@@ -184,7 +184,7 @@ def _catalogue(record: Any, where: str, folder: Path) -> dict[str, Any]:
     if record is None:
         return {}
     name = record.get("file") if isinstance(record, dict) else None
-    cut = record.get("cut") if isinstance(record, dict) else None
+    cut: Any = record.get("cut") if isinstance(record, dict) else None
     if not isinstance(name, str) or not _number(cut) or not 0 < cut < float("inf"):
         raise ConvertError(
             f"{where}: expected 'catalogue' as {{'file': name, 'cut': number > 0}}. "

@@ -150,7 +150,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     print(paths["md"].read_text(), flush=True)
     if args.ship is not None:
         row = next(r for r in rows if r["method"] == chosen)
-        ship(METHODS[chosen], row, by_input, targets, dataset, args)
+        ship(
+            METHODS[chosen], row, by_input, targets, dataset, args, results[chosen].oof_logits, fold
+        )
     return 0
 
 
@@ -161,11 +163,15 @@ def ship(
     targets: np.ndarray,
     dataset,
     args: argparse.Namespace,
+    oof_logits: np.ndarray | None = None,
+    fold: np.ndarray | None = None,
 ) -> Path:
     """Train ``method`` on every photo, save base + head as ``.h5``, record it as best_run.
 
     A fine-tuning method keeps its recipe: the head's epoch and the fine-tuning run on a
-    held-out 10%, fine-tuned for the median of the folds' best epochs.
+    held-out 10%, fine-tuned for the median of the folds' best epochs. A head-only method
+    also ships the catalogue distance (``training.catalogue``), fitted from ``oof_logits``
+    and ``fold``: a fine-tuned base changes the pooled features it describes.
     """
     from training import engine, features, manifest
 
@@ -225,9 +231,26 @@ def ship(
             else ""
         ),
     )
+    if not method.fine_tune and oof_logits is not None and fold is not None:
+        fields = _catalogue(by_input, targets, fold, oof_logits, row, checkpoint)
+        where = checkpoint.parent.relative_to(args.ship) / fields["catalogue"]["file"]
+        fields["catalogue"]["file"] = where.as_posix()
+        entry["calibration"] |= fields
     manifest.record(args.ship, [entry], name)
     print(f"shipped {name}: {checkpoint} (best_run in {args.ship / manifest.NAME})", flush=True)
     return checkpoint
+
+
+def _catalogue(by_input, targets, fold, oof_logits, row, checkpoint: Path) -> dict:
+    """The catalogue beside ``checkpoint`` and the calibration fields it changes."""
+    from training import calibration, catalogue
+    from training.cv import CONFIDENT_PRECISION
+    from training.methods import FEATURES
+
+    probs = calibration.softmax(oof_logits, row["temperature"])
+    return catalogue.ship(
+        by_input[FEATURES], targets, fold, probs, checkpoint.parent, CONFIDENT_PRECISION
+    )
 
 
 def _groups(dataset):

@@ -120,7 +120,13 @@ def assert_prediction(answer: dict[str, Any], labels: tuple[str, ...], image_siz
     """``answer`` has the documented shape: best category, softmax scores over every label,
     the three most probable categories and the ``confident`` flag."""
     assert set(answer) >= {
-        "category", "probability", "scores", "top3", "confident", "out_of_catalogue", "model"
+        "category",
+        "probability",
+        "scores",
+        "top3",
+        "confident",
+        "out_of_catalogue",
+        "model",
     }
     assert list(answer["scores"]) == list(labels)
     assert answer["category"] in labels

@@ -136,19 +136,33 @@ def _mahalanobis(delta: np.ndarray, precision: np.ndarray) -> np.ndarray:
     return ((delta @ precision) * delta).sum(axis=1)
 
 
-def scores(logits: np.ndarray, temperature: float, features: np.ndarray, g: Gaussians) -> dict:
-    """Higher means more in catalogue, for every score."""
+def logit_scores(logits: np.ndarray, temperature: float) -> dict[str, np.ndarray]:
+    """The calibrated top probability and the energy; higher means more in catalogue."""
     from training.calibration import softmax
 
     z = logits / temperature
     top = z.max(axis=1)
-    d = g.distances(features)
     return {
         "msp": softmax(logits, temperature).max(axis=1),
         "energy": temperature * (top + np.log(np.exp(z - top[:, None]).sum(axis=1))),
-        "mahalanobis": -d.min(axis=1),
-        "relative": -(d - g.background(features)[:, None]).min(axis=1),
     }
+
+
+def distance_scores(g: Gaussians, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Minus the nearest class's Mahalanobis distance, plain and relative to the background."""
+    d = g.distances(x)
+    return {"mahalanobis": -d.min(axis=1), "relative": -(d - g.background(x)[:, None]).min(axis=1)}
+
+
+@dataclass
+class FoldScores:
+    """What the heads and Gaussians that never saw them say of the photos and the extras."""
+
+    mapped: np.ndarray  # (N,) each photo's class among those trained on; -1: left out
+    oof_logits: np.ndarray  # (N, classes trained on)
+    oof_distances: dict[str, np.ndarray]  # score -> (N,)
+    extra_logits: np.ndarray  # (folds * extras, classes): each extra once per fold head
+    extra_distances: dict[str, np.ndarray]  # score -> (folds * extras,)
 
 
 def fold_scores(
@@ -158,26 +172,23 @@ def fold_scores(
     extra: np.ndarray,
     left_out: int | None,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Out-of-fold logits of every photo (and of ``extra`` per fold) from heads trained
-    without class ``left_out``; pooled features' Gaussians fitted on the same rows."""
+) -> FoldScores:
+    """Out-of-fold logits and distances of every photo (and of ``extra`` per fold) from
+    heads and Gaussians fitted without class ``left_out``."""
     from training.folds import fold_indices
     from training.methods import FEATURES, TODAY, train_head
 
-    keep = (
-        np.arange(targets.max() + 1)
-        if left_out is None
-        else np.delete(np.arange(targets.max() + 1), left_out)
-    )
-    remap = np.full(targets.max() + 1, -1)
+    classes = np.arange(targets.max() + 1)
+    keep = classes if left_out is None else np.delete(classes, left_out)
+    remap = np.full(len(classes), -1)
     remap[keep] = np.arange(len(keep))
     mapped = remap[targets]
     everything = np.concatenate([features, extra])
     n = len(targets)
     extra_rows = np.arange(n, n + len(extra))
     oof = np.zeros((n, len(keep)))
-    oof_gauss = np.zeros((n, len(keep)))
-    per_fold: list[np.ndarray] = []
+    oof_distances = {name: np.zeros(n) for name in ("mahalanobis", "relative")}
+    extra_logits, extra_distances = [], []
     for i, train_rows, held_out in fold_indices(fold):
         rows = train_rows[mapped[train_rows] >= 0]
         run = train_head(
@@ -193,36 +204,17 @@ def fold_scores(
         best = run.logits[int(np.argmax(run.inner_accuracy))]
         g = Gaussians.fit(features[rows], mapped[rows])
         oof[held_out] = best[: len(held_out)]
-        oof_gauss[held_out] = -g.distances(features[held_out])
-        per_fold.append(np.concatenate([best[len(held_out) :], _gauss_stats(g, extra)], axis=1))
-        _GAUSS[(left_out, i)] = g
-    return oof, mapped, per_fold
-
-
-_GAUSS: dict = {}
-
-
-def _gauss_stats(g: Gaussians, x: np.ndarray) -> np.ndarray:
-    d = g.distances(x)
-    return np.stack([-d.min(axis=1), -(d - g.background(x)[:, None]).min(axis=1)], axis=1)
-
-
-def in_catalogue_scores(
-    oof: np.ndarray, features: np.ndarray, mapped: np.ndarray, fold: np.ndarray, left_out
-) -> tuple[dict, np.ndarray, float]:
-    """Scores of the in-catalogue photos (their out-of-fold heads and Gaussians)."""
-    from training.calibration import fit_temperature
-
-    inside = mapped >= 0
-    temperature = fit_temperature(oof[inside], mapped[inside])
-    s = {name: np.zeros(len(mapped)) for name in SCORES}
-    for i in range(fold.max() + 1):
-        rows = fold == i
-        for name, value in scores(
-            oof[rows], temperature, features[rows], _GAUSS[(left_out, i)]
-        ).items():
-            s[name][rows] = value
-    return s, inside, temperature
+        for name, value in distance_scores(g, features[held_out]).items():
+            oof_distances[name][held_out] = value
+        extra_logits.append(best[len(held_out) :])
+        extra_distances.append(distance_scores(g, extra))
+    return FoldScores(
+        mapped,
+        oof,
+        oof_distances,
+        np.concatenate(extra_logits),
+        {k: np.concatenate([d[k] for d in extra_distances]) for k in oof_distances},
+    )
 
 
 def evaluate(
@@ -254,7 +246,7 @@ def evaluate(
 
 def run(options: argparse.Namespace) -> dict:
     from lambda_function.preprocessing import scale
-    from training.calibration import softmax
+    from training.calibration import fit_temperature, softmax
     from training.data import scan
     from training.features import labelled_features
     from training.folds import stratified_folds
@@ -278,12 +270,14 @@ def run(options: argparse.Namespace) -> dict:
     near_probs: list = []
     near_targets: list = []
     for left_out in [None, *range(len(dataset.labels))] if not options.quick else [None, 0]:
-        oof, mapped, per_fold = fold_scores(features, targets, fold, extra, left_out, options.seed)
-        s, inside, temperature = in_catalogue_scores(oof, features, mapped, fold, left_out)
-        probs = softmax(oof[inside], temperature)
+        scored = fold_scores(features, targets, fold, extra, left_out, options.seed)
+        mapped, inside = scored.mapped, scored.mapped >= 0
+        temperature = fit_temperature(scored.oof_logits[inside], mapped[inside])
+        s = logit_scores(scored.oof_logits, temperature) | scored.oof_distances
+        probs = softmax(scored.oof_logits[inside], temperature)
         cut = confidence_threshold(probs, mapped[inside], PRECISION).threshold
         if left_out is None:
-            far = _far_scores(per_fold, temperature)
+            far = logit_scores(scored.extra_logits, temperature) | scored.extra_distances
             s_in = {k: v[inside] for k, v in s.items()}
             report["temperature"] = temperature
             report["msp_cut"] = cut
@@ -310,22 +304,6 @@ def run(options: argparse.Namespace) -> dict:
         print(f"  left out {name}: confident on it {report['near'][name]}")
     report["near_pooled"] = _pooled(near_in, near_out, near_probs, near_targets)
     return report
-
-
-def _far_scores(per_fold: list[np.ndarray], temperature: float) -> dict:
-    """Non-clothing scores pooled over the fold heads (each image once per fold)."""
-    from training.calibration import softmax
-
-    stacked = np.concatenate(per_fold)
-    logits, gauss = stacked[:, :-2], stacked[:, -2:]
-    z = logits / temperature
-    top = z.max(axis=1)
-    return {
-        "msp": softmax(logits, temperature).max(axis=1),
-        "energy": temperature * (top + np.log(np.exp(z - top[:, None]).sum(axis=1))),
-        "mahalanobis": gauss[:, 0],
-        "relative": gauss[:, 1],
-    }
 
 
 def _by_source(images: list, far: dict, cut: float) -> dict[str, float]:
@@ -364,6 +342,21 @@ def _pooled(near_in: dict, near_out: dict, probs: list, targets: list) -> dict:
     return table
 
 
+def _table(rows: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One row per false-reject rate and score."""
+    lines = [
+        "| FRR | score | in-catalogue coverage | precision | flagged out | confident out |",
+        "|---|---|---|---|---|---|",
+    ]
+    for frr, row in rows.items():
+        for name, r in row.items():
+            lines.append(
+                f"| {frr} | {name} | {r['coverage']:.3f} | {r['precision']:.3f} | "
+                f"{r['flagged_out']:.3f} | {r['confident_out']:.3f} |"
+            )
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"{report['photos']:,} labelled photos (5 folds, today's recipe), "
@@ -373,32 +366,16 @@ def markdown(report: dict) -> str:
         "",
         "## Garments outside the ten (each class left out in turn)",
         "",
-        "| FRR | score | in-catalogue coverage | precision | flagged out | confident out |",
-        "|---|---|---|---|---|---|",
+        *_table(report["near_pooled"]),
+        "",
+        "Confident on the left-out class at FRR 0.05, by class:",
+        "",
+        "| class | " + " | ".join(SCORES) + " |",
+        "|---" * (len(SCORES) + 1) + "|",
     ]
-    for frr, row in report["near_pooled"].items():
-        for name, r in row.items():
-            lines.append(
-                f"| {frr} | {name} | {r['coverage']:.3f} | {r['precision']:.3f} | "
-                f"{r['flagged_out']:.3f} | {r['confident_out']:.3f} |"
-            )
-    lines += ["", "Confident on the left-out class at FRR 0.05, by class:", ""]
-    lines += ["| class | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
     for name, r in report["near"].items():
         lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in SCORES) + " |")
-    lines += [
-        "",
-        "## Not clothing",
-        "",
-        "| FRR | score | in-catalogue coverage | precision | flagged out | confident out |",
-        "|---|---|---|---|---|---|",
-    ]
-    for frr, row in report["far"].items():
-        for name, r in row.items():
-            lines.append(
-                f"| {frr} | {name} | {r['coverage']:.3f} | {r['precision']:.3f} | "
-                f"{r['flagged_out']:.3f} | {r['confident_out']:.3f} |"
-            )
+    lines += ["", "## Not clothing", "", *_table(report["far"])]
     lines += ["", "Confident (no flag) by source: " + json.dumps(report["far_by_source"])]
     return "\n".join(lines)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from convert.errors import ConvertError
 from convert.images import Photo, labelled_split, spread_sample
 from lambda_function import files
-from lambda_function.config import Config
+from lambda_function.config import SERVED_MODEL, Config
 from lambda_function.deploy_check import MANIFEST
 from lambda_function.errors import ModelUnavailableError
 from lambda_function.model import Classifier
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the Dockerfile bakes in and the pre-traffic hook replays. python -m convert "
         "writes it already; this is for a model converted without it.",
     )
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model/serve.onnx"))
+    parser.add_argument("--model", type=Path, default=SERVED_MODEL)
     parser.add_argument("split", type=Path, help="labelled photos: one folder per category")
     parser.add_argument("--per-class", type=int, default=PER_CLASS)
     parser.add_argument("--seed", type=int, default=0)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_function import aws, observe
+from lambda_function.config import SERVED_MODEL
 
 KNOWN_DIR = Path(__file__).resolve().parent / "known"
 """Where the image bakes the known-answer set in (see the Dockerfile)."""
@@ -155,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "as the pre-traffic hook runs it through a new version. Exit 0 when every answer "
         "is right, 1 otherwise.",
     )
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model/serve.onnx"))
+    parser.add_argument("--model", type=Path, default=SERVED_MODEL)
     parser.add_argument("--known", type=Path, help="the set (default: known/ beside --model)")
     args = parser.parse_args(argv)
     os.environ["MODEL_PATH"] = str(args.model)

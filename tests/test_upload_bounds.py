@@ -7,6 +7,7 @@ Each test builds its hostile input here; the tiny model maps red to ``dress`` an
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -79,6 +80,28 @@ def fresh_service() -> None:
 # -- class 1: memory ------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def s3_that_never_answers(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, name: str
+) -> Iterator[None]:
+    """S3 behind a proxy that never answers for keys containing ``name`` (until the end)."""
+    release = threading.Event()
+
+    def hang(path: str, headers: dict[str, str], body: bytes) -> None:
+        if name in path:
+            release.wait(60)  # S3 does not answer until the test is over
+        return None
+
+    with faulty_proxy(aws["endpoint"]) as proxy:
+        proxy.fault = hang
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        aws_local.clear_clients()
+        try:
+            yield
+        finally:
+            release.set()
+
+
 def test_chunks_stay_within_the_memory_of_1024_and_3008_mb_whatever_the_batch() -> None:
     from lambda_function.photos import Photo
     from lambda_function.upload_limits import MemoryBudget, chunks
@@ -139,22 +162,12 @@ def test_a_get_object_that_never_answers_is_retried_after_the_others_are_stored(
     monkeypatch.setenv("DEADLINE_RESERVE", "2")
     red = put(aws, "uploads/red.png", image_bytes(RED))
     slow = put(aws, "uploads/slow.png", image_bytes(BLUE))
-    release = threading.Event()
-
-    def hang(path: str, headers: dict[str, str], body: bytes) -> None:
-        if "slow.png" in path:
-            release.wait(60)  # S3 does not answer until the test is over
-        return None
-
-    with faulty_proxy(aws["endpoint"]) as proxy:
-        proxy.fault = hang
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-        aws_local.clear_clients()
-        try:
-            with pytest.raises(TransientError, match=r"1 of 2 photos.*slow\.png.*deadline"):
-                deliver(many_records(red, slow), remaining_ms=5_000)
-        finally:
-            release.set()
+    expected = r"1 of 2 photos.*slow\.png.*deadline"
+    with (
+        s3_that_never_answers(aws, monkeypatch, "slow.png"),
+        pytest.raises(TransientError, match=expected),
+    ):
+        deliver(many_records(red, slow), remaining_ms=5_000)
     assert [row["key"] for row in rows(aws["table"])] == ["uploads/red.png"]
 
 
@@ -363,22 +376,8 @@ def test_every_record_of_a_hostile_batch_ends_as_a_row_a_skip_or_a_retry(
     events["null-key"]["Records"][0]["s3"]["object"]["key"] = None
     events["control"]["Records"][0]["s3"]["object"]["key"] = "uploads/con%1Btrol.png"
     event = many_records(*events.values())
-    release = threading.Event()
-
-    def hang(path: str, headers: dict[str, str], body: bytes) -> None:
-        if "slow.png" in path:
-            release.wait(60)
-        return None
-
-    with faulty_proxy(aws["endpoint"]) as proxy:
-        proxy.fault = hang
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-        aws_local.clear_clients()
-        try:
-            with pytest.raises(TransientError):
-                deliver(event, remaining_ms=6_000)
-        finally:
-            release.set()
+    with s3_that_never_answers(aws, monkeypatch, "slow.png"), pytest.raises(TransientError):
+        deliver(event, remaining_ms=6_000)
     warnings = [
         json.loads(r.message)
         for r in caplog.records

@@ -123,5 +123,6 @@ def ship(
     return {
         "catalogue": {"file": FILE, "cut": limit, "false_reject": FALSE_REJECT},
         "confidence_threshold": threshold.threshold if threshold.threshold <= 1 else None,
+        "confident_precision": threshold.precision,
         "confident_coverage": threshold.coverage * float(kept.mean()),
     }

@@ -29,7 +29,7 @@ def data_dir() -> Path:
             f"Expected the dataset at DATA_DIR={path} with {', '.join(SPLITS)}/. "
             f"Missing: {', '.join(missing)}. Run `make data` or set DATA_DIR."
         )
-    return path
+    return path.resolve()  # absolute: tests that change directory still find it
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def xception_weights() -> Path:
             "Expected XCEPTION_WEIGHTS to name a local .weights.h5 file (tests do not "
             f"download). Received: {value!r}"
         )
-    return Path(value)
+    return Path(value).resolve()
 
 
 def copy_subset(source: Path, target: Path, classes: Iterable[str], per_class: int) -> Path:
